@@ -1,0 +1,69 @@
+"""A drop-in for `import tf_slim as slim` that works on current TensorFlow.
+
+`from slimnets import slim` gives the names model and training code uses
+from tf_slim.  Functions that still work in tf-slim 1.1.0 are tf_slim's own
+(wrapped only to refuse eager execution with a clear message); the broken
+ones are repaired here, once:
+
+* `batch_norm` is re-implemented on core ops (tf_slim's needs `tf_keras`'s
+  legacy layers and the removed `ops.Tensor`).
+
+Every repaired or wrapped function keeps tf_slim's arg-scope key, so
+`slim.arg_scope([tf_slim.conv2d], ...)` and
+`slim.arg_scope([slimnets.slim.conv2d], ...)` configure the same layer.
+
+Nothing here patches tf_slim.  Code that must keep `import tf_slim` calls
+`slimnets.slim.repair_tf_slim()` once instead.
+"""
+
+# pylint: disable=wildcard-import,unused-wildcard-import,g-import-not-at-top
+import tf_slim as _tf_slim
+from tf_slim.layers import *  # noqa: F401,F403  (the full tf_slim layer API)
+from tf_slim.ops.variables import *  # noqa: F401,F403
+from tf_slim import evaluation
+from tf_slim import learning
+from tf_slim import losses
+from tf_slim import metrics
+from tf_slim import summaries
+from tf_slim import training
+from tf_slim.ops import arg_scope as arg_scope_lib
+from tf_slim.layers import utils
+
+from slimnets.slim._graph_mode import EagerExecutionError
+from slimnets.slim._graph_mode import ensure_graph_mode
+from slimnets.slim._graph_mode import graph_only
+from slimnets.slim.normalization import batch_norm
+from slimnets.slim.repair import is_repaired
+from slimnets.slim.repair import repair_tf_slim
+from slimnets.slim.repair import tf_slim_is_broken
+
+arg_scope = arg_scope_lib.arg_scope
+add_arg_scope = arg_scope_lib.add_arg_scope
+current_arg_scope = arg_scope_lib.current_arg_scope
+has_arg_scope = arg_scope_lib.has_arg_scope
+arg_scoped_arguments = arg_scope_lib.arg_scoped_arguments
+arg_scope_func_key = arg_scope_lib.arg_scope_func_key
+
+# Functions that build ops or variables: tf_slim's, refusing eager mode.
+_GRAPH_BUILDERS = (
+    'avg_pool2d', 'avg_pool3d', 'bias_add', 'conv1d', 'conv2d', 'conv3d',
+    'conv2d_in_plane', 'conv2d_transpose', 'conv3d_transpose', 'convolution',
+    'convolution1d', 'convolution2d', 'convolution2d_in_plane',
+    'convolution2d_transpose', 'convolution3d', 'convolution3d_transpose',
+    'dropout', 'flatten', 'fully_connected', 'gdn', 'group_norm',
+    'images_to_sequence', 'instance_norm', 'layer_norm', 'linear',
+    'max_pool2d', 'max_pool3d', 'maxout', 'one_hot_encoding', 'pool', 'relu',
+    'relu6', 'repeat', 'separable_conv2d', 'separable_convolution2d',
+    'sequence_to_images', 'softmax', 'spatial_softmax', 'stack', 'unit_norm',
+    'model_variable', 'variable', 'legacy_fully_connected',
+    'legacy_linear', 'legacy_relu',
+)
+for _name in _GRAPH_BUILDERS:
+    if hasattr(_tf_slim, _name):
+        globals()[_name] = graph_only(getattr(_tf_slim, _name),
+                                     'slimnets.slim.' + _name)
+del _name
+
+__all__ = sorted(
+    name for name in globals()
+    if not name.startswith('_') and name not in ('arg_scope_lib',))

@@ -1,0 +1,85 @@
+"""Opt-in, in-place repair of the installed `tf_slim` package.
+
+For pipelines that cannot change `import tf_slim as slim` (third-party code,
+old scripts): `slimnets.slim.repair_tf_slim()` makes `tf_slim.batch_norm`
+(and the same function under `tf_slim.layers`) the working implementation,
+and fixes `tf_slim.layers.utils.constant_value`, which still tests
+`isinstance(x, ops.Tensor)`.  Nothing happens on a plain `import slimnets`.
+"""
+
+import logging
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+from slimnets.slim.normalization import batch_norm
+
+_log = logging.getLogger(__name__)
+
+
+def constant_value(value_or_tensor_or_var, dtype=None):
+    """tf_slim's `constant_value`, without the removed `ops.Tensor`.
+
+    Returns the value of a Python value, a constant tensor or None when it
+    is only known at run time (a variable or a placeholder).
+    """
+    if value_or_tensor_or_var is None:
+        raise ValueError('value_or_tensor_or_var cannot be None')
+    value = value_or_tensor_or_var
+    if isinstance(value, tf.Variable):
+        return None
+    if tf.is_tensor(value):
+        if dtype and not dtype.is_compatible_with(value.dtype):
+            raise ValueError('The type of value_or_tensor_or_var must be %s, '
+                             'got %s' % (dtype, value.dtype))
+        value = tf.get_static_value(value)
+        if isinstance(value, np.ndarray) and value.ndim == 0:
+            value = value.item()
+    return value
+
+
+def tf_slim_is_broken():
+    """Whether the installed tf_slim's `batch_norm` fails to build.
+
+    Returns:
+      (broken, reason): reason is the error tf_slim raised, or ''.
+    """
+    import tf_slim  # pylint: disable=import-outside-toplevel
+    with tf.Graph().as_default():
+        try:
+            tf_slim.batch_norm(tf.zeros([2, 3, 3, 4]))
+            tf_slim.batch_norm(tf.zeros([2, 4]), updates_collections=None)
+        except Exception as error:  # pylint: disable=broad-except
+            return True, '%s: %s' % (type(error).__name__, error)
+    return False, ''
+
+
+def is_repaired():
+    """Whether `repair_tf_slim()` has been applied in this process."""
+    import tf_slim  # pylint: disable=import-outside-toplevel
+    return tf_slim.batch_norm is batch_norm
+
+
+def repair_tf_slim():
+    """Repairs the imported `tf_slim` in place; safe to call more than once.
+
+    After this, `tf_slim.batch_norm`, `tf_slim.layers.batch_norm` and
+    `tf_slim.layers.layers.batch_norm` are `slimnets.slim.batch_norm`, which
+    shares tf_slim's arg-scope key, so existing arg scopes keep applying.
+
+    Returns:
+      True if something was changed, False if it was already repaired.
+    """
+    import tf_slim  # pylint: disable=import-outside-toplevel
+    from tf_slim import layers as slim_layers  # pylint: disable=import-outside-toplevel
+    from tf_slim.layers import layers as slim_layers_impl  # pylint: disable=import-outside-toplevel
+    from tf_slim.layers import utils as slim_utils  # pylint: disable=import-outside-toplevel
+
+    if is_repaired():
+        return False
+    for module in (tf_slim, slim_layers, slim_layers_impl):
+        module.batch_norm = batch_norm
+    slim_utils.constant_value = constant_value
+    _log.info('tf_slim repaired in place: batch_norm and constant_value now '
+              'come from slimnets.slim.')
+    return True
