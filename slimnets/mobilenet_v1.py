@@ -137,6 +137,10 @@ def mobilenet_v1_base(inputs,
             current_stride, rate = 1, 1
             net = inputs
             for index, conv_def in enumerate(conv_defs):
+                if not isinstance(conv_def, (Conv, DepthSepConv)):
+                    raise ValueError('Unknown convolution type %s for layer %d: '
+                                     'use Conv or DepthSepConv.'
+                                     % (type(conv_def).__name__, index))
                 name = 'Conv2d_%d' % index
                 if output_stride is not None and current_stride == output_stride:
                     layer_stride, layer_rate = 1, rate
@@ -154,7 +158,7 @@ def mobilenet_v1_base(inputs,
                                       stride=conv_def.stride, scope=name)
                     if record(name, net):
                         return net, end_points
-                elif isinstance(conv_def, DepthSepConv):
+                else:
                     if use_explicit_padding:
                         net = _fixed_padding(net, conv_def.kernel, layer_rate)
                     net = slim.separable_conv2d(
@@ -167,10 +171,6 @@ def mobilenet_v1_base(inputs,
                                       scope=name + '_pointwise')
                     if record(name + '_pointwise', net):
                         return net, end_points
-                else:
-                    raise ValueError('Unknown convolution type %s for layer %d: '
-                                     'use Conv or DepthSepConv.'
-                                     % (type(conv_def).__name__, index))
     raise ValueError('Unknown final endpoint %s; the network built %s.'
                      % (final_endpoint, ', '.join(end_points)))
 
