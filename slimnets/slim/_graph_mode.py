@@ -8,6 +8,7 @@ error that says what to do instead.
 """
 
 import functools
+import warnings
 
 import tensorflow.compat.v1 as tf
 
@@ -43,7 +44,13 @@ def graph_only(function, public_name=None):
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         ensure_graph_mode(name)
-        return function(*args, **kwargs)
+        with warnings.catch_warnings():
+            # tf_slim builds on TensorFlow's frozen copy of the TF1 Keras
+            # layers, which warn about their own deprecation on every call:
+            # noise the user cannot act on.
+            warnings.filterwarnings('ignore', category=UserWarning,
+                                    module=r'tensorflow\.python\.keras')
+            return function(*args, **kwargs)
 
     if hasattr(function, '_key_op'):
         wrapper._key_op = function._key_op  # pylint: disable=protected-access

@@ -1,0 +1,96 @@
+"""Counting what a built network costs: parameters and multiply-accumulates."""
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+# Published figures (millions) of the factory networks at their default
+# depth multiplier, 224x224 input and 1001 classes, from the research/slim
+# READMEs.
+PUBLISHED = {
+    'mobilenet_v1': {'params': 4.24, 'macs': 569},
+    'mobilenet_v1_075': {'params': 2.59, 'macs': 317},
+    'mobilenet_v1_050': {'params': 1.34, 'macs': 150},
+    'mobilenet_v1_025': {'params': 0.47, 'macs': 41},
+    'mobilenet_v2': {'params': 3.47, 'macs': 300},
+    'mobilenet_v2_140': {'params': 6.06, 'macs': 582},
+    'mobilenet_v2_050': {'params': 1.95, 'macs': 97},
+    'mobilenet_v2_035': {'params': 1.66, 'macs': 59},
+    'mobilenet_v3_large': {'params': 5.4, 'macs': 217},
+    'mobilenet_v3_small': {'params': 2.9, 'macs': 66},
+    'mobilenet_v3_large_minimalistic': {'params': 3.9, 'macs': 209},
+    'mobilenet_v3_small_minimalistic': {'params': 2.0, 'macs': 65},
+    'mobilenet_edgetpu': {'params': 4.0, 'macs': 990},
+    'mobilenet_edgetpu_075': {'params': 2.9, 'macs': 624},
+}
+
+
+# Where the README's figure is known not to describe the released graph.
+KNOWN_DIFFERENCES = {
+    'mobilenet_v3_small': 'the README lists 2.9M parameters and 66M MACs; '
+                          'the released v3-small graph (and Keras '
+                          'MobileNetV3Small) has 2.54M and 57M',
+}
+
+# Published parameter counts are rounded (to 0.01M or 0.1M): allow that.
+PARAMS_TOLERANCE = 0.04
+
+
+def check_published_params(name, params):
+    """Compares a parameter count with the published one.
+
+    Returns:
+      (verdict, published millions or None, relative deviation or None),
+      verdict one of 'ok', 'known' (see KNOWN_DIFFERENCES), 'DIFFERS' or
+      'unpublished'.
+    """
+    published = PUBLISHED.get(name)
+    if not published:
+        return 'unpublished', None, None
+    deviation = params / 1e6 / published['params'] - 1
+    if abs(deviation) <= PARAMS_TOLERANCE:
+        verdict = 'ok'
+    else:
+        verdict = 'known' if name in KNOWN_DIFFERENCES else 'DIFFERS'
+    return verdict, published['params'], deviation
+
+
+def count_parameters(variables):
+    """Total number of elements of `variables` (fully defined shapes)."""
+    return int(sum(np.prod(v.shape.as_list()) for v in variables))
+
+
+def _static_elements(shape):
+    dims = shape.as_list() if shape.dims is not None else None
+    if not dims or any(d is None for d in dims[1:]):
+        return None
+    return int(np.prod(dims[1:]))
+
+
+def count_macs(graph=None):
+    """Multiply-accumulates per example of the convolutions and matmuls.
+
+    Counts Conv2D (out_h * out_w * kh * kw * in_c * out_c),
+    DepthwiseConv2dNative (out_h * out_w * kh * kw * in_c * multiplier) and
+    MatMul (in * out).  Shapes must be static except for the batch.
+
+    Returns:
+      An int.
+    """
+    graph = graph or tf.get_default_graph()
+    total = 0
+    for graph_op in graph.get_operations():
+        if graph_op.type not in ('Conv2D', 'DepthwiseConv2dNative', 'MatMul'):
+            continue
+        kernel_shape = graph_op.inputs[1].shape.as_list()
+        if graph_op.type == 'MatMul':
+            total += int(np.prod(kernel_shape))
+            continue
+        output_elements = _static_elements(graph_op.outputs[0].shape)
+        if output_elements is None:
+            raise ValueError('count_macs needs static spatial shapes; %s has '
+                             'output shape %s.' % (graph_op.name,
+                                                   graph_op.outputs[0].shape))
+        kernel_h, kernel_w, in_channels = kernel_shape[:3]
+        total += output_elements * kernel_h * kernel_w * (
+            in_channels if graph_op.type == 'Conv2D' else 1)
+    return int(total)
