@@ -8,6 +8,7 @@ goes wrong, nothing half-written is left in the cache, and the error names
 the URL and where to put the files by hand.
 """
 
+import http.client
 import logging
 import os
 import shutil
@@ -172,7 +173,7 @@ def fetch(name, cache_dir=None, url=None, progress=True, timeout=60):
             with open(archive_path, 'wb') as archive_file:
                 _download(item.url, archive_file, progress, timeout)
         except (urllib.error.URLError, socket.timeout, ConnectionError,
-                OSError) as error:
+                OSError, http.client.HTTPException, CheckpointError) as error:
             reason = getattr(error, 'reason', error)
             raise CheckpointError('Could not download %s (%s). %s' % (
                 item.url, reason, _by_hand_hint(item, target))) from None

@@ -117,7 +117,8 @@ def read_tensors(reader, prefix, names):
     for name in names:
         try:
             values[name] = reader.get_tensor(name)
-        except (tf.errors.OpError, ValueError, RuntimeError) as error:
+        except (tf.errors.OpError, ValueError, RuntimeError,
+                IndexError) as error:
             raise CheckpointError(
                 'Checkpoint %s is damaged: reading %r failed (%s). Its .data '
                 'file is truncated or corrupt; download or save it again.'
