@@ -10,5 +10,7 @@ setup(
     packages=find_packages(include=['slimnets', 'slimnets.*']) +
     ['slimnets._catalogue_data'],
     package_dir={'slimnets._catalogue_data': 'checkpoints'},
-    package_data={'slimnets._catalogue_data': ['catalogue.json']},
+    package_data={'slimnets._catalogue_data': ['catalogue.json'],
+                  'slimnets': ['data/imagenet_labels.tsv',
+                               'data/PROVENANCE.md']},
 )

@@ -1,0 +1,215 @@
+"""Export a checkpoint as a frozen graph, a TF2 SavedModel or TFLite.
+
+Every export checks itself before it returns: the artifact is loaded and
+run on a probe batch, and its output compared with the source graph's
+(the restored, unfolded network).  The comparison is in the returned
+`ExportReport`.
+"""
+
+import collections
+import glob
+import os
+import shutil
+import tempfile
+import warnings
+
+import numpy as np
+import tensorflow as tf2
+import tensorflow.compat.v1 as tf
+
+from slimnets import inference
+from slimnets import optimize
+
+FORMATS = ('frozen', 'saved_model', 'tflite')
+QUANTIZATIONS = (None, 'float16', 'dynamic', 'int8')
+
+ExportReport = collections.namedtuple('ExportReport', [
+    'path', 'format', 'quantization', 'spec', 'folded_batch_norms',
+    'max_abs_difference',  # |artifact - source| on the probe probabilities
+    'top1_agreement',      # fraction of probe images with the same top-1
+    'probe_images'])
+
+
+class ExportError(RuntimeError):
+    """The export failed or its self-check did not pass."""
+
+
+def probe_batch(image_size, count=4, seed=0):
+    """Deterministic pseudo-images [count, size, size, 3] in [-1, 1]."""
+    rng = np.random.RandomState(seed)
+    smooth = rng.uniform(-1, 1, [count, 8, 8, 3]).astype(np.float32)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        images = tf.image.resize_bilinear(smooth, [image_size, image_size])
+        return sess.run(images)
+
+
+def representative_images(folder, image_size, limit=64):
+    """Images from `folder` (recursively), eval-preprocessed, [N, s, s, 3]."""
+    paths = sorted(p for p in glob.glob(os.path.join(folder, '**', '*'),
+                                        recursive=True)
+                   if p.lower().endswith(inference.IMAGE_EXTENSIONS))[:limit]
+    if not paths:
+        raise inference.InputError('no images in %s for the representative '
+                                   'dataset' % folder)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        encoded = tf.placeholder(tf.string, [])
+        image = inference.decode_and_preprocess(encoded, image_size)
+        return np.stack([sess.run(image, {encoded: inference.read_image_file(p)})
+                         for p in paths])
+
+
+def _source_probabilities(spec, checkpoint, images):
+    frozen, _ = optimize.frozen_inference_graph(spec, checkpoint, fold=False)
+    model = optimize.FrozenModel(frozen)
+    try:
+        return model.run(images)
+    finally:
+        model.close()
+
+
+def _write_frozen(graph_def, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'wb') as handle:
+        handle.write(graph_def.SerializeToString())
+
+
+def _write_saved_model(graph_def, path):
+    if os.path.exists(path):
+        raise ExportError('%s exists; remove it or choose another --output'
+                          % path)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.import_graph_def(graph_def, name='')
+        images = graph.get_tensor_by_name(optimize.INPUT_NAME + ':0')
+        outputs = {name: graph.get_tensor_by_name(name + ':0')
+                   for name in optimize.OUTPUT_NAMES}
+        signature = tf.saved_model.signature_def_utils.predict_signature_def(
+            inputs={'images': images}, outputs=outputs)
+        with tf.Session(graph=graph) as sess:
+            builder = tf.saved_model.Builder(path)
+            builder.add_meta_graph_and_variables(
+                sess, [tf.saved_model.tag_constants.SERVING],
+                signature_def_map={'serving_default': signature},
+                strip_default_attrs=True)
+            builder.save()
+
+
+def _run_saved_model(path, images):
+    loaded = tf2.saved_model.load(path)
+    function = loaded.signatures['serving_default']
+    return function(images=tf2.constant(images))['probabilities'].numpy()
+
+
+def _tflite_bytes(saved_model_dir, quantization, representative):
+    converter = tf2.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    if quantization:
+        converter.optimizations = [tf2.lite.Optimize.DEFAULT]
+    if quantization == 'float16':
+        converter.target_spec.supported_types = [tf2.float16]
+    elif quantization == 'int8':
+        if representative is None:
+            raise ExportError('int8 quantization needs --representative-data '
+                              '(a folder of typical images)')
+
+        def dataset():
+            for image in representative:
+                yield [image[np.newaxis].astype(np.float32)]
+
+        converter.representative_dataset = dataset
+        converter.target_spec.supported_ops = [
+            tf2.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return converter.convert()
+
+
+def run_tflite(model_content, images, output='probabilities'):
+    """Runs a TFLite model image by image; returns the named output."""
+    with warnings.catch_warnings():
+        # tf.lite.Interpreter announces its own move to ai_edge_litert.
+        warnings.simplefilter('ignore', UserWarning)
+        interpreter = tf2.lite.Interpreter(model_content=model_content)
+    input_detail = interpreter.get_input_details()[0]
+    details = [d for d in interpreter.get_output_details()
+               if d['name'].split(':')[0].endswith(output)]
+    if not details:
+        raise ExportError('the TFLite model has no %r output (outputs: %s)' % (
+            output, [d['name'] for d in interpreter.get_output_details()]))
+    interpreter.resize_tensor_input(input_detail['index'],
+                                    [1] + list(images.shape[1:]))
+    interpreter.allocate_tensors()
+    results = []
+    for image in images:
+        interpreter.set_tensor(input_detail['index'],
+                               image[np.newaxis].astype(np.float32))
+        interpreter.invoke()
+        results.append(interpreter.get_tensor(details[0]['index'])[0])
+    return np.stack(results)
+
+
+def export(output, format, checkpoint, model=None, image_size=None,  # pylint: disable=redefined-builtin
+           batch_size=None, quantization=None, representative_data=None,
+           moving_average='auto', cache_dir=None, progress=True):
+    """Exports a checkpoint; returns an `ExportReport` of its self-check.
+
+    Args:
+      output: the file (frozen, tflite) or folder (saved_model) to write.
+      format: 'frozen', 'saved_model' or 'tflite'.
+      checkpoint: a checkpoint path or catalogue name.
+      model: nets_factory or catalogue name; default inferred.
+      image_size: input size; default the catalogue's or 224.
+      batch_size: fixed batch size of the graph; default any.
+      quantization: TFLite only: None, 'float16', 'dynamic' or 'int8'.
+      representative_data: a folder of images (int8 calibration; also the
+        probe images when given).
+
+    Raises:
+      ExportError, inference.InputError, checkpoints.CheckpointError.
+    """
+    if format not in FORMATS:
+        raise ExportError('unknown format %r; choose from %s'
+                          % (format, ', '.join(FORMATS)))
+    if quantization not in QUANTIZATIONS:
+        raise ExportError('unknown quantization %r; choose from float16, '
+                          'dynamic, int8' % (quantization,))
+    if quantization and format != 'tflite':
+        raise ExportError('quantization applies to --format tflite only')
+    spec, prefix = inference.model_spec(model, checkpoint, image_size,
+                                        cache_dir=cache_dir, progress=progress)
+    graph_def, fold_report = optimize.frozen_inference_graph(
+        spec, prefix, batch_size=batch_size, moving_average=moving_average)
+    representative = (representative_images(representative_data,
+                                            spec.image_size)
+                      if representative_data else None)
+    probe = representative[:8] if representative is not None else \
+        probe_batch(spec.image_size)
+    if batch_size:
+        probe = np.resize(probe, (batch_size,) + probe.shape[1:])
+    expected = _source_probabilities(spec, prefix, probe)
+
+    if format == 'frozen':
+        _write_frozen(graph_def, output)
+        model_ = optimize.FrozenModel.load(output)
+        try:
+            actual = model_.run(probe)
+        finally:
+            model_.close()
+    elif format == 'saved_model':
+        _write_saved_model(graph_def, output)
+        actual = _run_saved_model(output, probe)
+    else:
+        scratch = tempfile.mkdtemp(prefix='slimnets-export-')
+        try:
+            saved_model_dir = os.path.join(scratch, 'saved_model')
+            _write_saved_model(graph_def, saved_model_dir)
+            content = _tflite_bytes(saved_model_dir, quantization,
+                                    representative)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        with open(output, 'wb') as handle:
+            handle.write(content)
+        actual = run_tflite(content, probe)
+
+    difference = float(np.max(np.abs(actual - expected)))
+    agreement = float(np.mean(actual.argmax(1) == expected.argmax(1)))
+    return ExportReport(output, format, quantization, spec,
+                        fold_report.folded, difference, agreement, len(probe))

@@ -1,0 +1,241 @@
+"""The inference graph: frozen, training-only ops gone, batch norm folded.
+
+`fold_batch_norms` rewrites every inference-mode `FusedBatchNorm*` that
+follows a `Conv2D` or `DepthwiseConv2dNative` with constant weights into
+scaled weights and a `BiasAdd`:
+
+    w' = w * gamma / sqrt(variance + epsilon)
+    b' = beta - mean * gamma / sqrt(variance + epsilon)
+
+so a slim block `conv -> batch norm -> relu6` becomes `conv -> bias ->
+relu6`, the pattern TensorFlow's CPU kernels fuse into one op.
+
+`frozen_inference_graph(...)` builds a network, restores a checkpoint and
+returns the folded GraphDef with input 'input' and outputs 'logits' and
+'probabilities'; `FrozenModel` runs such a GraphDef in-process.
+"""
+
+import collections
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+# The non-deprecated freezing entry point (tf.compat.v1.graph_util's is a
+# deprecated alias of it).
+from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
+
+INPUT_NAME = 'input'
+OUTPUT_NAMES = ('logits', 'probabilities')
+_BATCH_NORMS = ('FusedBatchNorm', 'FusedBatchNormV2', 'FusedBatchNormV3')
+_CONVOLUTIONS = ('Conv2D', 'DepthwiseConv2dNative')
+
+FoldReport = collections.namedtuple('FoldReport', ['folded', 'left'])
+
+
+def _producer(name):
+    """'node:0' or '^node' -> 'node'."""
+    return name.lstrip('^').split(':')[0]
+
+
+def _constant_through_identities(nodes, name):
+    """The Const node behind `name`, following Identity ops, or None."""
+    node = nodes.get(_producer(name))
+    while node is not None and node.op == 'Identity':
+        node = nodes.get(_producer(node.input[0]))
+    return node if node is not None and node.op == 'Const' else None
+
+
+def _consumers(graph_def):
+    counts = collections.Counter()
+    for node in graph_def.node:
+        for name in node.input:
+            counts[_producer(name)] += 1
+    return counts
+
+
+def _const_node(name, value):
+    node = tf.NodeDef()
+    node.name = name
+    node.op = 'Const'
+    node.attr['dtype'].type = tf.as_dtype(value.dtype).as_datatype_enum
+    node.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(value))
+    return node
+
+
+def fold_batch_norms(graph_def):
+    """Folds inference batch norms into the convolutions before them.
+
+    Args:
+      graph_def: a frozen GraphDef (weights and statistics are Consts).
+
+    Returns:
+      (new GraphDef, FoldReport(folded=count, left=names of batch norms
+      that could not be folded)).
+    """
+    nodes = {node.name: node for node in graph_def.node}
+    consumers = _consumers(graph_def)
+    replaced = {}      # batch-norm name -> BiasAdd NodeDef
+    new_weights = {}   # convolution name -> Const NodeDef
+    left = []
+    for node in graph_def.node:
+        if node.op not in _BATCH_NORMS:
+            continue
+        if node.attr['is_training'].b:
+            left.append(node.name)
+            continue
+        conv = nodes.get(_producer(node.input[0]))
+        params = [_constant_through_identities(nodes, n) for n in node.input[1:5]]
+        weights = conv is not None and conv.op in _CONVOLUTIONS and \
+            _constant_through_identities(nodes, conv.input[1])
+        if not weights or None in params or consumers[conv.name] != 1 or \
+                node.attr['data_format'].s not in (b'NHWC', b''):
+            left.append(node.name)
+            continue
+        gamma, beta, mean, variance = [tf.make_ndarray(p.attr['value'].tensor)
+                                       for p in params]
+        kernel = tf.make_ndarray(weights.attr['value'].tensor)
+        scale = gamma / np.sqrt(variance + node.attr['epsilon'].f)
+        if conv.op == 'Conv2D':
+            folded_kernel = kernel * scale
+        else:  # depthwise [kh, kw, in, multiplier]: channel = in * mult + m
+            folded_kernel = kernel * scale.reshape(kernel.shape[2:])
+        bias = beta - mean * scale
+        new_weights[conv.name] = _const_node(conv.name + '/folded_weights',
+                                             folded_kernel.astype(kernel.dtype))
+        bias_node = tf.NodeDef()
+        bias_node.name = node.name
+        bias_node.op = 'BiasAdd'
+        bias_node.input.extend([node.input[0], node.name + '/folded_bias'])
+        bias_node.attr['T'].CopyFrom(node.attr['T'])
+        bias_node.attr['data_format'].s = b'NHWC'
+        replaced[node.name] = (bias_node, _const_node(
+            node.name + '/folded_bias', bias.astype(kernel.dtype)))
+
+    output = tf.GraphDef()
+    output.versions.CopyFrom(graph_def.versions)
+    output.library.CopyFrom(graph_def.library)
+    for node in graph_def.node:
+        if node.name in replaced:
+            bias_node, bias_const = replaced[node.name]
+            output.node.extend([bias_const, bias_node])
+            continue
+        copy = output.node.add()
+        copy.CopyFrom(node)
+        if node.name in new_weights:
+            output.node.extend([new_weights[node.name]])
+            copy.input[1] = new_weights[node.name].name
+    return output, FoldReport(len(replaced), left)
+
+
+def _bypass_identities(graph_def, protected):
+    """Rewires consumers of Identity ops to the Identity's input."""
+    identities = {node.name: node.input[0] for node in graph_def.node
+                  if node.op == 'Identity' and node.name not in protected
+                  and len(node.input) == 1}
+
+    def source(name):
+        control = name.startswith('^')
+        producer = _producer(name)
+        while producer in identities:
+            name = identities[producer]
+            producer = _producer(name)
+        return '^' + producer if control else name
+
+    output = tf.GraphDef()
+    output.versions.CopyFrom(graph_def.versions)
+    output.library.CopyFrom(graph_def.library)
+    for node in graph_def.node:
+        if node.name in identities:
+            continue
+        copy = output.node.add()
+        copy.CopyFrom(node)
+        del copy.input[:]
+        copy.input.extend(source(name) for name in node.input)
+    return output
+
+
+def prune(graph_def, output_names):
+    """Keeps only the nodes the outputs depend on."""
+    nodes = {node.name: node for node in graph_def.node}
+    needed, stack = set(), list(output_names)
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        stack.extend(_producer(i) for i in nodes[name].input)
+    output = tf.GraphDef()
+    output.versions.CopyFrom(graph_def.versions)
+    output.library.CopyFrom(graph_def.library)
+    output.node.extend(n for n in graph_def.node if n.name in needed)
+    return output
+
+
+def optimize_for_inference(graph_def, output_names=OUTPUT_NAMES):
+    """Bypasses Identity ops, folds batch norms, drops every node the
+    outputs do not need (savers, initializers, training-only ops)."""
+    protected = set(output_names) | {INPUT_NAME}
+    stripped = _bypass_identities(prune(graph_def, output_names), protected)
+    folded, report = fold_batch_norms(stripped)
+    return prune(folded, output_names), report
+
+
+def freeze_session(sess, output_names=OUTPUT_NAMES):
+    """The session's graph with variables replaced by their values."""
+    return convert_to_constants.convert_variables_to_constants_from_session_graph(
+        sess, sess.graph.as_graph_def(), list(output_names))
+
+
+def frozen_inference_graph(spec, checkpoint, batch_size=None,
+                           moving_average='auto', fold=True):
+    """Builds `spec`, restores `checkpoint`, returns the inference GraphDef.
+
+    The graph takes 'input' [batch, size, size, 3] in [-1, 1] and gives
+    'logits' and 'probabilities' [batch, num_classes].
+
+    Returns:
+      (GraphDef, FoldReport or None).
+    """
+    from slimnets import checkpoints  # pylint: disable=import-outside-toplevel
+    from slimnets import inference  # pylint: disable=import-outside-toplevel
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.placeholder(
+            tf.float32, [batch_size, spec.image_size, spec.image_size, 3],
+            name=INPUT_NAME)
+        logits, _ = inference.build_network(spec, images)
+        tf.identity(logits, name='logits')
+        tf.nn.softmax(logits, name='probabilities')
+        with tf.Session(graph=graph) as sess:
+            checkpoints.restore(sess, checkpoint, moving_average=moving_average)
+            frozen = freeze_session(sess)
+    if not fold:
+        return frozen, None
+    return optimize_for_inference(frozen)
+
+
+class FrozenModel(object):
+    """Runs an inference GraphDef in its own graph and session."""
+
+    def __init__(self, graph_def, input_name=INPUT_NAME,
+                 output_names=OUTPUT_NAMES):
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            tf.import_graph_def(graph_def, name='')
+        self.input = self.graph.get_tensor_by_name(input_name + ':0')
+        self.outputs = {name: self.graph.get_tensor_by_name(name + ':0')
+                        for name in output_names}
+        self.session = tf.Session(graph=self.graph)
+
+    @classmethod
+    def load(cls, path, **kwargs):
+        graph_def = tf.GraphDef()
+        with tf.io.gfile.GFile(path, 'rb') as handle:
+            graph_def.ParseFromString(handle.read())
+        return cls(graph_def, **kwargs)
+
+    def run(self, images, output='probabilities'):
+        """[N, size, size, 3] in [-1, 1] -> the named output."""
+        return self.session.run(self.outputs[output], {self.input: images})
+
+    def close(self):
+        self.session.close()
