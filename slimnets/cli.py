@@ -1,8 +1,14 @@
 """The `slimnets` command line (`python -m slimnets` does the same).
 
-Subcommands:
-  doctor   check this installation offline: versions, the tf_slim repair,
-           and every factory network built, counted and timed.
+Subcommands (each a thin layer over the Python API named in its help):
+  classify  top-k ImageNet classes of images         (slimnets.inference)
+  eval      top-1 / top-5 over labelled images        (slimnets.inference)
+  inspect   what a checkpoint holds and which network (slimnets.checkpoints)
+  list      the catalogue of published checkpoints    (slimnets.checkpoints)
+  fetch     download a catalogue checkpoint           (slimnets.checkpoints)
+  export    frozen graph, SavedModel or TFLite        (slimnets.export)
+  doctor    check this installation offline
+Errors are one line on stderr and exit status 1.
 """
 
 import argparse
@@ -141,6 +147,123 @@ def _slim_batch_norm_status():
         'WRONG RESULT %s' % value.ravel())
 
 
+def _checkpoint_errors():
+    """The exception types that are the user's to fix, not tracebacks."""
+    from slimnets import checkpoints  # pylint: disable=import-outside-toplevel
+    from slimnets import export  # pylint: disable=import-outside-toplevel
+    from slimnets import inference  # pylint: disable=import-outside-toplevel
+    return (checkpoints.CheckpointError, inference.InputError,
+            export.ExportError, KeyError)
+
+
+def command_classify(args):
+    from slimnets import inference  # pylint: disable=import-outside-toplevel
+    for path in args.images:
+        inference.read_image_file(path)  # a missing image fails first
+    with inference.Classifier(args.checkpoint, args.model, args.image_size,
+                              cache_dir=args.cache_dir) as classifier:
+        spec = classifier.spec
+        print('%s %s at %dx%d, %s' % (
+            spec.network, _format_kwargs(spec.kwargs), spec.image_size,
+            spec.image_size, 'moving-average weights'
+            if classifier.restore_plan.moving_average else 'weights'))
+        for path, top in classifier.classify_files(args.images, args.top_k):
+            print(path)
+            for index, label, probability in top:
+                print('  %5d  %-40s %.4f' % (index, label[:40], probability))
+
+
+def _format_kwargs(kwargs):
+    return '(%s)' % ', '.join('%s=%s' % item for item in sorted(kwargs.items()))
+
+
+def command_eval(args):
+    import json  # pylint: disable=import-outside-toplevel
+    from slimnets import inference  # pylint: disable=import-outside-toplevel
+    result = inference.evaluate(args.checkpoint, args.data, args.model,
+                                batch_size=args.batch_size,
+                                max_images=args.max_images,
+                                progress=not args.no_progress,
+                                cache_dir=args.cache_dir)
+    print('%-12s %s %s' % ('network', result['network'],
+                           _format_kwargs(result['network_kwargs'])))
+    print('%-12s %s' % ('checkpoint', result['checkpoint']))
+    print('%-12s %d' % ('images', result['images']))
+    print('%-12s %.4f' % ('top-1', result['top1']))
+    print('%-12s %.4f' % ('top-5', result['top5']))
+    if args.json:
+        with open(args.json, 'w') as handle:
+            json.dump(result, handle, indent=1)
+        print('%-12s %s' % ('written', args.json))
+
+
+def command_inspect(args):
+    from slimnets import checkpoints  # pylint: disable=import-outside-toplevel
+    info = checkpoints.inspect(args.checkpoint, cache_dir=args.cache_dir)
+    print(checkpoints.format_info(info))
+    if args.model:
+        import tensorflow.compat.v1 as tf  # pylint: disable=import-outside-toplevel
+        from slimnets import inference  # pylint: disable=import-outside-toplevel
+        spec, _ = inference.model_spec(args.model)
+        spec = spec._replace(
+            num_classes=info.identity.num_classes or spec.num_classes)
+        with tf.Graph().as_default():
+            inference.build_network(spec, tf.placeholder(
+                tf.float32, [1, spec.image_size, spec.image_size, 3]))
+            print()
+            print('against %s %s:' % (spec.network,
+                                      _format_kwargs(spec.kwargs)))
+            print(checkpoints.format_diff(checkpoints.diff(info.checkpoint)))
+
+
+def command_list(args):
+    from slimnets import checkpoints  # pylint: disable=import-outside-toplevel
+    print('%-38s %-7s %5s %5s %-8s %7s %7s %6s %6s  %s' % (
+        'name', 'family', 'depth', 'size', 'weights', 'MACs(M)', 'params',
+        'top-1', 'top-5', 'cached'))
+    for item in checkpoints.catalogue():
+        if args.family and item.family != args.family:
+            continue
+        cached = checkpoints.cached_checkpoint(item.name, args.cache_dir)
+        print('%-38s %-7s %5s %5d %-8s %7s %7s %6s %6s  %s' % (
+            item.name, item.family, item.network_kwargs['depth_multiplier'],
+            item.input_size, item.weights.split()[0][:8],
+            _number(item.macs_millions), _number(item.params_millions),
+            _number(item.top1), _number(item.top5),
+            'yes' if cached else '-'))
+
+
+def _number(value):
+    return '-' if value is None else ('%g' % value)
+
+
+def command_fetch(args):
+    from slimnets import checkpoints  # pylint: disable=import-outside-toplevel
+    prefix = checkpoints.fetch(args.name, cache_dir=args.cache_dir,
+                               url=args.url, progress=not args.no_progress)
+    print(prefix)
+
+
+def command_export(args):
+    from slimnets import export  # pylint: disable=import-outside-toplevel
+    report = export.export(
+        args.output, args.format, args.checkpoint, model=args.model,
+        image_size=args.image_size, batch_size=args.batch_size,
+        quantization=args.quantization,
+        representative_data=args.representative_data,
+        cache_dir=args.cache_dir)
+    spec = report.spec
+    print('exported %s %s at %dx%d to %s (%s%s)' % (
+        spec.network, _format_kwargs(spec.kwargs), spec.image_size,
+        spec.image_size, report.path, report.format,
+        ', %s' % report.quantization if report.quantization else ''))
+    print('batch norms folded: %d' % report.folded_batch_norms)
+    print('self-check on %d probe images: max |probabilities - source| = '
+          '%.3g, same top-1 on %.0f%%' % (report.probe_images,
+                                          report.max_abs_difference,
+                                          100 * report.top1_agreement))
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog='slimnets',
@@ -159,6 +282,95 @@ def build_parser():
     doctor.add_argument('--image-size', type=int, default=None,
                         help='input size (default: each network\'s own)')
     doctor.set_defaults(handler=command_doctor)
+
+    def add_model_arguments(command, checkpoint_required=True):
+        command.add_argument('--checkpoint', required=checkpoint_required,
+                             help='a checkpoint path (prefix, .index or '
+                                  'folder) or a catalogue name')
+        command.add_argument('--model', help='a nets_factory or catalogue '
+                             'name (default: inferred from the checkpoint)')
+        command.add_argument('--image-size', type=int,
+                             help='input size (default: the catalogue\'s, a '
+                                  'published-style path\'s, else 224)')
+
+    def add_cache_argument(command):
+        command.add_argument('--cache-dir', help='checkpoint cache (default: '
+                             '$SLIMNETS_CACHE, else checkpoints/ of a source '
+                             'checkout, else ~/.cache/slimnets)')
+
+    classify = commands.add_parser(
+        'classify', help='top-k ImageNet classes of images',
+        description='Classify images with Inception eval preprocessing '
+                    '(central crop 0.875, TF1 bilinear resize, [-1, 1]).')
+    classify.add_argument('images', nargs='+', metavar='IMAGE')
+    add_model_arguments(classify)
+    classify.add_argument('--top-k', type=int, default=5)
+    add_cache_argument(classify)
+    classify.set_defaults(handler=command_classify)
+
+    evaluate = commands.add_parser(
+        'eval', help='top-1 / top-5 accuracy over labelled images',
+        description='Evaluate over a folder with one sub-folder per class '
+                    '(synset ids or label names) or slim TFRecords '
+                    '(image/encoded, image/class/label).')
+    add_model_arguments(evaluate)
+    evaluate.add_argument('--data', required=True,
+                          help='class-folder tree, TFRecord file or folder')
+    evaluate.add_argument('--batch-size', type=int, default=32)
+    evaluate.add_argument('--max-images', type=int)
+    evaluate.add_argument('--json', help='also write the results here')
+    evaluate.add_argument('--no-progress', action='store_true')
+    add_cache_argument(evaluate)
+    evaluate.set_defaults(handler=command_eval)
+
+    inspect = commands.add_parser(
+        'inspect', help='variables of a checkpoint and which network it is',
+        description='List a checkpoint\'s variables and identify the network '
+                    '(family, depth multiplier, head, classes, shadows); with '
+                    '--model, diff it against that network.')
+    inspect.add_argument('checkpoint', metavar='CHECKPOINT')
+    inspect.add_argument('--model', help='diff against this network')
+    add_cache_argument(inspect)
+    inspect.set_defaults(handler=command_inspect)
+
+    listing = commands.add_parser(
+        'list', help='the catalogue of published checkpoints',
+        description='Every published slim MobileNet checkpoint with its '
+                    'published accuracy, MACs and parameters, and whether '
+                    'it is in the cache.')
+    listing.add_argument('--family', choices=('v1', 'v2', 'v3', 'edgetpu'))
+    add_cache_argument(listing)
+    listing.set_defaults(handler=command_list)
+
+    fetch = commands.add_parser(
+        'fetch', help='download a catalogue checkpoint into the cache',
+        description='Download and unpack a published checkpoint (once); '
+                    'prints its prefix.')
+    fetch.add_argument('name', metavar='NAME')
+    fetch.add_argument('--url', help='download from this mirror instead')
+    fetch.add_argument('--no-progress', action='store_true')
+    add_cache_argument(fetch)
+    fetch.set_defaults(handler=command_fetch)
+
+    export = commands.add_parser(
+        'export', help='frozen graph, SavedModel or TFLite',
+        description='Export an inference graph (batch norm folded) and '
+                    'check it against the source graph on probe images.')
+    add_model_arguments(export)
+    export.add_argument('--format', required=True,
+                        choices=('frozen', 'saved_model', 'tflite'))
+    export.add_argument('--output', required=True)
+    export.add_argument('--batch-size', type=int,
+                        help='fixed batch size (default: any)')
+    export.add_argument('--quantization',
+                        choices=('float16', 'dynamic', 'int8'),
+                        help='TFLite quantization (int8 needs '
+                             '--representative-data)')
+    export.add_argument('--representative-data', metavar='DIR',
+                        help='folder of typical images (int8 calibration, '
+                             'probe images)')
+    add_cache_argument(export)
+    export.set_defaults(handler=command_export)
     return parser
 
 
@@ -169,8 +381,15 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except CommandError as error:
-        print('slimnets %s: error: %s' % (args.command, error), file=sys.stderr)
+    except (CommandError,) + _checkpoint_errors() as error:
+        message = error.args[0] if isinstance(error, KeyError) and \
+            error.args else str(error)
+        # One line: the details of a multi-line message joined, bounded.
+        message = ' '.join(line.strip() for line in message.splitlines())
+        if len(message) > 1500:
+            message = message[:1500] + ' ...'
+        print('slimnets %s: error: %s' % (args.command, message),
+              file=sys.stderr)
         return 1
     return 0
 

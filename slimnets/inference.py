@@ -11,6 +11,7 @@ import collections
 import glob
 import logging
 import os
+import re
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -51,6 +52,21 @@ def _kwargs_from_identity(network, identity):
     return kwargs
 
 
+_PUBLISHED_NAME = re.compile(r'(?:^|[_/-])(\d\.\d+)_(\d{2,3})(?=$|[_/.-])')
+
+
+def size_from_name(prefix, depth_multiplier):
+    """The input size a published-style path names ('.../0.25_128/...').
+
+    Only trusted when the depth in the name is the checkpoint's own.
+    """
+    for depth, size in _PUBLISHED_NAME.findall(prefix or ''):
+        if depth_multiplier is not None and abs(
+                float(depth) - depth_multiplier) < 1e-6:
+            return int(size)
+    return None
+
+
 def model_spec(model=None, checkpoint=None, image_size=None, num_classes=None,
                cache_dir=None, progress=True):
     """Works out which network to build for a checkpoint.
@@ -59,7 +75,8 @@ def model_spec(model=None, checkpoint=None, image_size=None, num_classes=None,
       model: a nets_factory name, a catalogue name, or None to infer it from
         the checkpoint's variables.
       checkpoint: a checkpoint path or catalogue name (fetched if needed).
-      image_size: input size; default the catalogue's, else the network's.
+      image_size: input size; default the catalogue's, else the size a
+        published-style path names ('0.25_128'), else the network's.
       num_classes: default the checkpoint's.
 
     Returns:
@@ -84,9 +101,7 @@ def model_spec(model=None, checkpoint=None, image_size=None, num_classes=None,
         except KeyError:
             item = None
     prefix = checkpoints.resolve(checkpoint, cache_dir=cache_dir,
-                                 progress=progress) if checkpoint else (
-        checkpoints.fetch(item, cache_dir=cache_dir, progress=progress)
-        if item else None)
+                                 progress=progress) if checkpoint else None
 
     identity = checkpoints.identify(checkpoints.variable_shapes(prefix)) \
         if prefix else None
@@ -110,9 +125,12 @@ def model_spec(model=None, checkpoint=None, image_size=None, num_classes=None,
         kwargs = dict(item.network_kwargs)
     else:
         kwargs = {}
+    if image_size is None and item is not None:
+        image_size = item.input_size
+    if image_size is None and identity is not None:
+        image_size = size_from_name(prefix, identity.depth_multiplier)
     if image_size is None:
-        image_size = item.input_size if item is not None else (
-            nets_factory.get_network_fn(network, 1).default_image_size)
+        image_size = nets_factory.get_network_fn(network, 1).default_image_size
     if num_classes is None:
         num_classes = (identity.num_classes if identity and
                        identity.num_classes else 1001)
@@ -195,9 +213,10 @@ class Classifier(object):
             for name, data in zip(names, encoded_images):
                 try:
                     self.session.run(self.images, {self.encoded: [data]})
-                except tf.errors.InvalidArgumentError as error:
-                    raise InputError('cannot decode image %s: %s' % (
-                        name, error.message.splitlines()[0])) from None
+                except tf.errors.InvalidArgumentError:
+                    raise InputError('cannot decode image %s: it is not a '
+                                     'JPEG, PNG, BMP or GIF file, or it is '
+                                     'damaged' % name) from None
             raise
 
     def classify_files(self, paths, top_k=5):

@@ -49,9 +49,11 @@ def preprocess_for_eval(image, height, width, central_fraction=0.875,
             image = tf.image.central_crop(image,
                                           central_fraction=central_fraction)
         if height and width:
-            image = tf.image.resize_bilinear(tf.expand_dims(image, 0),
-                                             [height, width],
-                                             align_corners=False)[0]
+            # The TF1 kernel itself: corner-aligned sampling, no half-pixel
+            # offset (tf.image.resize would shift every sample).
+            image = tf.raw_ops.ResizeBilinear(
+                images=tf.expand_dims(image, 0), size=[height, width],
+                align_corners=False, half_pixel_centers=False)[0]
         return _to_signed_unit_range(image)
 
 
