@@ -1,0 +1,238 @@
+"""Keras Applications MobileNets <-> slim checkpoints, both ways.
+
+`keras.applications.MobileNet`, `MobileNetV2`, `MobileNetV3Large` and
+`MobileNetV3Small` are the slim architectures with other layer names:
+
+    v1  conv1, conv_dw_N, conv_pw_N (+ '_bn'), conv_preds
+    v2  Conv1/bn_Conv1, expanded_conv_{depthwise,project}(_BN),
+        block_N_{expand,depthwise,project}(_BN), Conv_1(_bn), predictions
+    v3  conv(_bn), expanded_conv_N_{expand,depthwise,project}(_bn),
+        expanded_conv_N_squeeze_excite_conv(_1), conv_1(_bn), conv_2, logits
+
+Keras classifies 1000 classes, slim 1001 (index 0 is background): towards
+Keras the background column is dropped; towards slim a background column
+is added whose logit is always below every other class's.
+
+Keras v3 models must be built with `include_preprocessing=False` (slim
+networks take inputs already scaled to [-1, 1]); classifiers with
+`classifier_activation=None` give the logits.
+"""
+
+import re
+
+import numpy as np
+
+from slimnets.checkpoints import converters
+from slimnets.checkpoints import reader
+from slimnets.checkpoints.errors import CheckpointError
+
+_BN_SUFFIX = re.compile(r'^(.*?)_(?:bn|BN)$')
+
+
+def keras_family(model):
+    """'v1', 'v2', 'v3' from a Keras Applications MobileNet's layer names."""
+    names = {layer.name for layer in model.layers}
+    if 'conv_dw_1' in names:
+        return 'v1'
+    if 'block_1_expand' in names:
+        return 'v2'
+    if 'expanded_conv_1_expand' in names or 'expanded_conv_depthwise' in names:
+        return 'v3'
+    raise CheckpointError('%s is not a Keras Applications MobileNet (v1, v2 '
+                          'or v3)' % model.name)
+
+
+_ROOTS = {'v1': 'MobilenetV1', 'v2': 'MobilenetV2', 'v3': 'MobilenetV3'}
+
+
+def _v1_scope(name):
+    if name == 'conv1':
+        return 'Conv2d_0'
+    match = re.match(r'conv_(dw|pw)_(\d+)$', name)
+    if match:
+        return 'Conv2d_%s_%s' % (match.group(2), {
+            'dw': 'depthwise', 'pw': 'pointwise'}[match.group(1)])
+    return {'conv_preds': 'Logits/Conv2d_1c_1x1'}.get(name)
+
+
+def _v2_scope(name):
+    if name == 'Conv1':
+        return 'Conv'
+    if name == 'Conv_1':
+        return 'Conv_1'
+    if name == 'predictions':
+        return 'Logits/Conv2d_1c_1x1'
+    match = re.match(r'(?:expanded_conv|block_(\d+))_(expand|depthwise|'
+                     r'project)$', name)
+    if match:
+        block = 'expanded_conv' + ('_%s' % match.group(1)
+                                   if match.group(1) else '')
+        return '%s/%s' % (block, match.group(2))
+    return None
+
+
+def _v3_scope(name):
+    if name in ('conv', 'conv_1', 'conv_2'):
+        return {'conv': 'Conv', 'conv_1': 'Conv_1', 'conv_2': 'Conv_2'}[name]
+    if name == 'logits':
+        return 'Logits/Conv2d_1c_1x1'
+    match = re.match(r'(expanded_conv(?:_\d+)?)_(?:(expand|depthwise|project)|'
+                     r'squeeze_excite_(conv(?:_1)?))$', name)
+    if match:
+        if match.group(2):
+            return '%s/%s' % (match.group(1), match.group(2))
+        return '%s/squeeze_excite/%s' % (match.group(1), {
+            'conv': 'Conv', 'conv_1': 'Conv_1'}[match.group(3)])
+    return None
+
+
+_SCOPES = {'v1': _v1_scope, 'v2': _v2_scope, 'v3': _v3_scope}
+
+
+def layer_scopes(model):
+    """[(keras layer, slim variable scope, is batch norm)] for every layer
+    with weights.
+
+    Raises:
+      CheckpointError: a weighted layer has no slim counterpart.
+    """
+    family = keras_family(model)
+    scope_of = _SCOPES[family]
+    root = _ROOTS[family]
+    pairs = []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        if layer.name == 'bn_Conv1':
+            pairs.append((layer, root + '/Conv/BatchNorm', True))
+            continue
+        batch_norm = _BN_SUFFIX.match(layer.name)
+        scope = scope_of(batch_norm.group(1) if batch_norm else layer.name)
+        if scope is None:
+            raise CheckpointError('no slim counterpart for Keras layer %r'
+                                  % layer.name)
+        pairs.append((layer, '%s/%s%s' % (root, scope, '/BatchNorm'
+                                          if batch_norm else ''),
+                      bool(batch_norm)))
+    return pairs
+
+
+def _slim_kernel_name(layer, scope):
+    kind = type(layer).__name__
+    return scope + ('/depthwise_weights' if kind == 'DepthwiseConv2D'
+                    else '/weights')
+
+
+def _with_background(kernel, bias):
+    """1000-class head -> 1001 classes, class 0 never the most likely."""
+    kernel = np.concatenate([np.zeros(kernel.shape[:-1] + (1,), kernel.dtype),
+                             kernel], axis=-1)
+    bias = np.concatenate([[bias.min() - 100.0], bias]).astype(bias.dtype)
+    return kernel, bias
+
+
+def keras_to_variables(model):
+    """{slim variable name: array} of a Keras Applications MobileNet."""
+    values = {}
+    for layer, scope, is_batch_norm in layer_scopes(model):
+        weights = [np.asarray(w) for w in layer.get_weights()]
+        if is_batch_norm:
+            names = [n for n, on in (('gamma', layer.scale),
+                                     ('beta', layer.center)) if on]
+            names += ['moving_mean', 'moving_variance']
+            values.update({scope + '/' + n: w for n, w in zip(names, weights)})
+            continue
+        kernel = weights[0]
+        if type(layer).__name__ == 'Dense':
+            kernel = kernel.reshape((1, 1) + kernel.shape)
+        bias = weights[1] if len(weights) > 1 else None
+        if scope.endswith('Logits/Conv2d_1c_1x1') and kernel.shape[-1] == 1000:
+            kernel, bias = _with_background(kernel, bias)
+        values[_slim_kernel_name(layer, scope)] = kernel
+        if bias is not None:
+            values[scope + '/biases'] = bias
+    return values
+
+
+def keras_to_checkpoint(model, output_prefix):
+    """Writes a slim checkpoint with a Keras Applications MobileNet's weights.
+
+    The slim network is identified from the weights, built, and must be
+    filled completely with matching shapes; otherwise nothing is written.
+
+    Returns:
+      (checkpoint prefix, the slim network's `Identity`).
+    """
+    values = keras_to_variables(model)
+    identity, target = converters.target_variables(
+        {name: list(value.shape) for name, value in values.items()})
+    extra = [n for n in values if n not in target]
+    if extra:
+        raise CheckpointError('Keras weights without a slim variable: %s'
+                              % ', '.join(extra[:5]))
+    converters._check_complete(values, target, model.name)  # pylint: disable=protected-access
+    return converters.write_checkpoint(values, output_prefix), identity
+
+
+def checkpoint_to_keras(checkpoint, model, moving_average='auto'):
+    """Loads a slim checkpoint into a Keras Applications MobileNet, in place.
+
+    Args:
+      checkpoint: a slim checkpoint path.
+      model: the Keras model, built with `weights=None` and the architecture
+        of the checkpoint (alpha, input size, minimalistic, classes 1000 or
+        1001, `include_preprocessing=False` for v3).
+      moving_average: use '<name>/ExponentialMovingAverage' shadows: True,
+        False or 'auto' (when present).
+
+    Raises:
+      CheckpointError: a Keras weight has no checkpoint entry or another
+        shape; the model is left unchanged.
+    """
+    prefix, checkpoint_reader = reader.open_checkpoint(checkpoint)
+    shapes = checkpoint_reader.get_variable_to_shape_map()
+
+    def key(name):
+        shadow = name + '/ExponentialMovingAverage'
+        if moving_average is True or (moving_average == 'auto' and
+                                      shadow in shapes):
+            return shadow
+        return name
+
+    assignments = []
+    for layer, scope, is_batch_norm in layer_scopes(model):
+        current = layer.get_weights()
+        if is_batch_norm:
+            names = [n for n, on in (('gamma', layer.scale),
+                                     ('beta', layer.center)) if on]
+            names = [scope + '/' + n for n in names + ['moving_mean',
+                                                        'moving_variance']]
+        else:
+            names = [_slim_kernel_name(layer, scope)]
+            if len(current) > 1:
+                names.append(scope + '/biases')
+        missing = [n for n in names if key(n) not in shapes]
+        if missing:
+            raise CheckpointError('%s has no %s (for Keras layer %r); nothing '
+                                  'was loaded' % (prefix, missing[0],
+                                                  layer.name))
+        values = [checkpoint_reader.get_tensor(key(n)) for n in names]
+        if not is_batch_norm:
+            if type(layer).__name__ == 'Dense':
+                values[0] = values[0].reshape(values[0].shape[2:])
+            if current[0].shape[-1] == values[0].shape[-1] - 1:
+                values = [v[..., 1:] for v in values]  # drop background
+        for target, value, name in zip(current, values, names):
+            if target.shape != value.shape:
+                raise CheckpointError(
+                    'Keras layer %r expects %s for %s, the checkpoint has %s '
+                    '(different alpha, classes or variant?); nothing was '
+                    'loaded' % (layer.name, target.shape, name, value.shape))
+        assignments.append((layer, values))
+    for layer, values in assignments:
+        layer.set_weights(values)
+    return model
+
+
+__all__ = ['keras_family', 'layer_scopes', 'keras_to_variables',
+           'keras_to_checkpoint', 'checkpoint_to_keras']
