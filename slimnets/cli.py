@@ -7,6 +7,7 @@ Subcommands (each a thin layer over the Python API named in its help):
   list      the catalogue of published checkpoints    (slimnets.checkpoints)
   fetch     download a catalogue checkpoint           (slimnets.checkpoints)
   export    frozen graph, SavedModel or TFLite        (slimnets.export)
+  train     fine-tune a checkpoint on new classes     (slimnets.training)
   doctor    check this installation offline
 Errors are one line on stderr and exit status 1.
 """
@@ -264,7 +265,36 @@ def command_export(args):
                                           100 * report.top1_agreement))
 
 
+def command_train(args):
+    import logging  # pylint: disable=import-outside-toplevel
+    from slimnets import training  # pylint: disable=import-outside-toplevel
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    options = {name: getattr(args, name) for name in training.TrainConfig._fields
+               if getattr(args, name, None) is not None}
+    options['fine_tune_batch_norm'] = not args.freeze_batch_norm
+    exclude = args.checkpoint_exclude_scopes.split(',') \
+        if args.checkpoint_exclude_scopes else None
+    trainable = args.trainable_scopes.split(',') if args.trainable_scopes \
+        else None
+    result = training.train(
+        args.train_dir, args.data, num_classes=args.num_classes,
+        checkpoint=args.checkpoint, model=args.model,
+        checkpoint_exclude_scopes=exclude, trainable_scopes=trainable,
+        progress=not args.no_progress, cache_dir=args.cache_dir, **options)
+    if result.resumed:
+        print('resumed at step %d' % result.first_step)
+    if result.losses:
+        head = result.losses[:10]
+        tail = result.losses[-10:]
+        print('steps %d..%d: loss %.4f (first %d) -> %.4f (last %d)' % (
+            result.first_step, result.last_step, sum(head) / len(head),
+            len(head), sum(tail) / len(tail), len(tail)))
+    print('classes: %s' % ', '.join(result.class_names))
+    print('checkpoint: %s' % result.checkpoint)
+
+
 def build_parser():
+    from slimnets import training  # pylint: disable=import-outside-toplevel
     parser = argparse.ArgumentParser(
         prog='slimnets',
         description='TF-Slim MobileNets (v1, v2, v3, EdgeTPU) on current '
@@ -371,6 +401,42 @@ def build_parser():
                              'probe images)')
     add_cache_argument(export)
     export.set_defaults(handler=command_export)
+
+    train = commands.add_parser(
+        'train', help='fine-tune a checkpoint on a new dataset',
+        description='Fine-tune (train_image_classifier): restore everything '
+                    'but the logits, train with batch-norm updates, save '
+                    'periodic checkpoints to --train-dir and resume from '
+                    'them when run again.')
+    train.add_argument('--train-dir', required=True)
+    train.add_argument('--data', required=True,
+                       help='class-folder tree or slim TFRecords')
+    train.add_argument('--checkpoint', help='starting checkpoint (path or '
+                       'catalogue name); omit to train from scratch')
+    train.add_argument('--model', help='nets_factory or catalogue name '
+                       '(default: inferred from the checkpoint)')
+    train.add_argument('--num-classes', type=int,
+                       help='classes of the new head (default: the data\'s)')
+    train.add_argument('--checkpoint-exclude-scopes',
+                       help='comma list of scopes not restored (default: the '
+                            'logits when the classes differ)')
+    train.add_argument('--trainable-scopes', help='comma list; default all')
+    train.add_argument('--freeze-batch-norm', action='store_true',
+                       help='keep batch norm (and dropout) in inference mode')
+    for name, value in training.DEFAULTS._asdict().items():
+        if name == 'fine_tune_batch_norm':
+            continue
+        kind = {'optimizer': str, 'learning_rate_decay_type': str}.get(
+            name, float if isinstance(value, float) or value is None and
+            name in ('moving_average_decay', 'batch_norm_decay') else int)
+        choices = {'optimizer': training.OPTIMIZERS,
+                   'learning_rate_decay_type': training.DECAY_TYPES}.get(name)
+        train.add_argument('--' + name.replace('_', '-'), type=kind,
+                           choices=choices, dest=name,
+                           help='default %s' % (value,))
+    train.add_argument('--no-progress', action='store_true')
+    add_cache_argument(train)
+    train.set_defaults(handler=command_train)
     return parser
 
 

@@ -9,6 +9,7 @@ slim-format TFRecords.
 
 import collections
 import glob
+import json
 import logging
 import os
 import re
@@ -72,8 +73,9 @@ def model_spec(model=None, checkpoint=None, image_size=None, num_classes=None,
     """Works out which network to build for a checkpoint.
 
     Args:
-      model: a nets_factory name, a catalogue name, or None to infer it from
-        the checkpoint's variables.
+      model: a nets_factory name, a catalogue name, or None: the network
+        recorded beside the checkpoint by `slimnets train` (model.json), else
+        inferred from the checkpoint's variables.
       checkpoint: a checkpoint path or catalogue name (fetched if needed).
       image_size: input size; default the catalogue's, else the size a
         published-style path names ('0.25_128'), else the network's.
@@ -105,6 +107,11 @@ def model_spec(model=None, checkpoint=None, image_size=None, num_classes=None,
 
     identity = checkpoints.identify(checkpoints.variable_shapes(prefix)) \
         if prefix else None
+    recorded = read_model_file(prefix) if prefix else None
+    if recorded is not None and model is None:
+        return recorded._replace(
+            image_size=int(image_size or recorded.image_size),
+            num_classes=int(num_classes or recorded.num_classes)), prefix
     if model in nets_factory.networks_map:
         network = model
     elif item is not None:
@@ -163,6 +170,41 @@ def read_image_file(path):
         return handle.read()
 
 
+LABELS_FILE = 'labels.txt'
+MODEL_FILE = 'model.json'
+
+
+def write_model_file(folder, spec):
+    """Records which network a folder's checkpoints are (see read_model_file)."""
+    with open(os.path.join(folder, MODEL_FILE), 'w') as handle:
+        json.dump(spec._asdict(), handle, indent=1)
+
+
+def read_model_file(prefix):
+    """The ModelSpec recorded beside a checkpoint, or None."""
+    path = os.path.join(os.path.dirname(prefix), MODEL_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as handle:
+        return ModelSpec(**json.load(handle))
+
+
+def class_names_for(prefix, num_classes):
+    """Class names of a checkpoint: its folder's labels.txt (written by
+    `slimnets train`), else ImageNet's for 1001 or 1000 classes, else None."""
+    path = os.path.join(os.path.dirname(prefix), LABELS_FILE)
+    if os.path.isfile(path):
+        with open(path) as handle:
+            names = [line.strip() for line in handle if line.strip()]
+        if len(names) == num_classes:
+            return names
+    if num_classes == 1001:
+        return labels_lib.imagenet_labels()
+    if num_classes == 1000:
+        return labels_lib.imagenet_labels()[1:]
+    return None
+
+
 class Classifier(object):
     """A restored classification graph fed with encoded images.
 
@@ -189,6 +231,8 @@ class Classifier(object):
         self.restore_plan = checkpoints.restore(
             self.session, self.checkpoint, moving_average=moving_average)
         self.graph.finalize()
+        self.class_names = class_names_for(self.checkpoint,
+                                           self.spec.num_classes)
 
     def close(self):
         self.session.close()
@@ -223,8 +267,7 @@ class Classifier(object):
         """[(path, [(index, label, probability)] * top_k)] for image files."""
         data = [read_image_file(p) for p in paths]
         probabilities = self.predict(data, names=paths)
-        names = labels_lib.imagenet_labels() if \
-            self.spec.num_classes == 1001 else None
+        names = self.class_names
         results = []
         for path, row in zip(paths, probabilities):
             top = np.argsort(-row)[:top_k]
@@ -235,8 +278,12 @@ class Classifier(object):
 
 # ------------------------------------------------------------------ eval
 
-def _folder_examples(folder, num_classes):
-    """[(path, label)] from one sub-folder per class (synset or name)."""
+def _folder_examples(folder, num_classes, class_names=None):
+    """[(path, label)] from one sub-folder per class (synset or name).
+
+    With `class_names` (a fine-tuned model's labels.txt) the folder names
+    index into them; otherwise into the ImageNet labels.
+    """
     examples = []
     classes = sorted(d for d in os.listdir(folder)
                      if os.path.isdir(os.path.join(folder, d)))
@@ -246,11 +293,15 @@ def _folder_examples(folder, num_classes):
                          % folder)
     for class_name in classes:
         try:
-            label = labels_lib.label_index(class_name, num_classes)
-        except KeyError:
-            raise InputError('class folder %r in %s is neither an ImageNet '
-                             'synset id nor a label name' % (class_name, folder)
-                             ) from None
+            if class_names is not None and num_classes not in (1000, 1001):
+                label = class_names.index(class_name)
+            else:
+                label = labels_lib.label_index(class_name, num_classes)
+        except (KeyError, ValueError):
+            raise InputError('class folder %r in %s is not one of the '
+                             "model's classes (an ImageNet synset id or label "
+                             'name, or a name in its labels.txt)'
+                             % (class_name, folder)) from None
         for name in sorted(os.listdir(os.path.join(folder, class_name))):
             if name.lower().endswith(IMAGE_EXTENSIONS):
                 examples.append((os.path.join(folder, class_name, name), label))
@@ -273,14 +324,14 @@ def _tfrecord_examples(files):
     return examples
 
 
-def evaluation_examples(data, num_classes):
+def evaluation_examples(data, num_classes, class_names=None):
     """[(encoded bytes or path, label)] from a class-folder tree or TFRecords."""
     if os.path.isdir(data):
         records = sorted(glob.glob(os.path.join(data, '*.tfrecord*')) +
                          glob.glob(os.path.join(data, '*-of-*')))
         if records:
             return _tfrecord_examples(records)
-        return _folder_examples(data, num_classes)
+        return _folder_examples(data, num_classes, class_names)
     if os.path.isfile(data):
         return _tfrecord_examples([data])
     raise InputError('no evaluation data at %s' % data)
@@ -297,7 +348,8 @@ def evaluate(checkpoint, data, model=None, batch_size=32, max_images=None,
     classifier = Classifier(checkpoint, model, moving_average=moving_average,
                             cache_dir=cache_dir, progress=progress)
     try:
-        examples = evaluation_examples(data, classifier.spec.num_classes)
+        examples = evaluation_examples(data, classifier.spec.num_classes,
+                                       classifier.class_names)
         if max_images:
             examples = examples[:max_images]
         if not examples:

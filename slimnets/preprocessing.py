@@ -102,7 +102,7 @@ def distorted_bounding_box_crop(image, bbox, min_object_covered=0.1,
       (cropped image [h, w, C], the crop box [1, 1, 4]).
     """
     with tf.name_scope(scope, 'distorted_bounding_box_crop', [image, bbox]):
-        begin, size, crop_box = tf.image.sample_distorted_bounding_box(
+        begin, size, crop_box = tf.compat.v2.image.sample_distorted_bounding_box(
             tf.shape(image), bounding_boxes=bbox,
             min_object_covered=min_object_covered,
             aspect_ratio_range=aspect_ratio_range, area_range=area_range,

@@ -1,0 +1,301 @@
+"""Fine-tuning a published checkpoint on a new dataset (train_image_classifier).
+
+`train(...)` builds the network in training mode on a tf.data pipeline
+(Inception train preprocessing), restores everything but the logits from a
+checkpoint (or resumes from the last checkpoint in `train_dir`), and trains
+with the reference's recipe options: optimizer, learning-rate schedule,
+weight decay, label smoothing, moving averages of the weights and the
+choice of trainable scopes.  Batch-norm updates run with every step;
+checkpoints are written every `save_every_steps` and at the end, with a
+`labels.txt` beside them (the class names, one per line, in index order)
+and a `model.json` (network, keyword arguments, input size, classes), which
+`slimnets eval`, `classify` and `export` read.
+"""
+
+import collections
+import logging
+import os
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+from slimnets import checkpoints
+from slimnets import inference
+from slimnets import preprocessing
+
+_log = logging.getLogger(__name__)
+
+OPTIMIZERS = ('adadelta', 'adagrad', 'adam', 'ftrl', 'momentum', 'sgd',
+              'rmsprop')
+DECAY_TYPES = ('fixed', 'exponential', 'polynomial')
+LABELS_FILE = inference.LABELS_FILE
+
+TrainConfig = collections.namedtuple('TrainConfig', [
+    'batch_size', 'image_size', 'max_steps', 'optimizer', 'learning_rate',
+    'learning_rate_decay_type', 'learning_rate_decay_factor',
+    'num_epochs_per_decay', 'end_learning_rate', 'weight_decay',
+    'label_smoothing', 'moving_average_decay', 'momentum', 'rmsprop_momentum',
+    'rmsprop_decay', 'opt_epsilon', 'adam_beta1', 'adam_beta2',
+    'adadelta_rho', 'adagrad_initial_accumulator_value', 'save_every_steps',
+    'log_every_n_steps', 'seed', 'batch_norm_decay', 'fine_tune_batch_norm'])
+
+DEFAULTS = TrainConfig(
+    batch_size=32, image_size=None, max_steps=1000, optimizer='rmsprop',
+    learning_rate=0.01, learning_rate_decay_type='exponential',
+    learning_rate_decay_factor=0.94, num_epochs_per_decay=2.0,
+    end_learning_rate=0.0001, weight_decay=0.00004, label_smoothing=0.0,
+    moving_average_decay=None, momentum=0.9, rmsprop_momentum=0.9,
+    rmsprop_decay=0.9, opt_epsilon=1.0, adam_beta1=0.9, adam_beta2=0.999,
+    adadelta_rho=0.95, adagrad_initial_accumulator_value=0.1,
+    save_every_steps=100, log_every_n_steps=10, seed=None,
+    batch_norm_decay=None, fine_tune_batch_norm=True)
+
+TrainResult = collections.namedtuple('TrainResult', [
+    'checkpoint', 'first_step', 'last_step', 'losses', 'class_names',
+    'resumed'])
+
+
+def training_examples(data):
+    """([(path or bytes, label)], class names) for a training set.
+
+    A folder of class folders gives labels in the sorted order of the
+    folder names; slim TFRecords carry their own labels (names '0', '1'...).
+    """
+    if os.path.isdir(data) and not any(
+            n.endswith('.tfrecord') or '-of-' in n for n in os.listdir(data)):
+        classes = sorted(d for d in os.listdir(data)
+                         if os.path.isdir(os.path.join(data, d)))
+        if not classes:
+            raise inference.InputError('%s has no class sub-folders' % data)
+        examples = []
+        for index, name in enumerate(classes):
+            folder = os.path.join(data, name)
+            examples.extend((os.path.join(folder, f), index)
+                            for f in sorted(os.listdir(folder))
+                            if f.lower().endswith(inference.IMAGE_EXTENSIONS))
+        return examples, classes
+    examples = inference.evaluation_examples(data, num_classes=None)
+    count = max(label for _, label in examples) + 1
+    return examples, [str(i) for i in range(count)]
+
+
+def _learning_rate(config, global_step, steps_per_epoch):
+    decay_steps = max(1, int(steps_per_epoch * config.num_epochs_per_decay))
+    if config.learning_rate_decay_type == 'fixed':
+        return tf.constant(config.learning_rate, name='fixed_learning_rate')
+    if config.learning_rate_decay_type == 'exponential':
+        return tf.train.exponential_decay(
+            config.learning_rate, global_step, decay_steps,
+            config.learning_rate_decay_factor, staircase=True,
+            name='exponential_decay_learning_rate')
+    if config.learning_rate_decay_type == 'polynomial':
+        return tf.train.polynomial_decay(
+            config.learning_rate, global_step, decay_steps,
+            config.end_learning_rate, power=1.0, cycle=False,
+            name='polynomial_decay_learning_rate')
+    raise ValueError('learning_rate_decay_type must be one of %s, got %r'
+                     % (', '.join(DECAY_TYPES),
+                        config.learning_rate_decay_type))
+
+
+def _optimizer(config, learning_rate):
+    name = config.optimizer
+    if name == 'adadelta':
+        return tf.train.AdadeltaOptimizer(learning_rate, rho=config.adadelta_rho,
+                                          epsilon=config.opt_epsilon)
+    if name == 'adagrad':
+        return tf.train.AdagradOptimizer(
+            learning_rate,
+            initial_accumulator_value=config.adagrad_initial_accumulator_value)
+    if name == 'adam':
+        return tf.train.AdamOptimizer(learning_rate, beta1=config.adam_beta1,
+                                      beta2=config.adam_beta2,
+                                      epsilon=config.opt_epsilon)
+    if name == 'ftrl':
+        return tf.train.FtrlOptimizer(learning_rate)
+    if name == 'momentum':
+        return tf.train.MomentumOptimizer(learning_rate, config.momentum,
+                                          name='Momentum')
+    if name == 'sgd':
+        return tf.train.GradientDescentOptimizer(learning_rate)
+    if name == 'rmsprop':
+        return tf.train.RMSPropOptimizer(learning_rate, decay=config.rmsprop_decay,
+                                         momentum=config.rmsprop_momentum,
+                                         epsilon=config.opt_epsilon)
+    raise ValueError('optimizer must be one of %s, got %r'
+                     % (', '.join(OPTIMIZERS), name))
+
+
+def _dataset(examples, config):
+    sources = [e for e, _ in examples]
+    labels = np.array([l for _, l in examples], np.int64)
+    from_files = isinstance(sources[0], str)
+    dataset = tf.data.Dataset.from_tensor_slices((sources, labels))
+    dataset = dataset.shuffle(len(examples), seed=config.seed,
+                              reshuffle_each_iteration=True).repeat()
+
+    def load(source, label):
+        encoded = tf.io.read_file(source) if from_files else source
+        image = tf.io.decode_image(encoded, channels=3,
+                                   expand_animations=False)
+        image.set_shape([None, None, 3])
+        image = preprocessing.preprocess_for_train(
+            image, config.image_size, config.image_size)
+        return image, label
+
+    dataset = dataset.map(load, num_parallel_calls=2)
+    return dataset.batch(config.batch_size, drop_remainder=True).prefetch(2)
+
+
+def _trainable_variables(trainable_scopes):
+    if not trainable_scopes:
+        return tf.trainable_variables()
+    selected = []
+    for scope in trainable_scopes:
+        selected.extend(tf.trainable_variables(scope.strip()))
+    if not selected:
+        raise ValueError('no trainable variables under %s' % trainable_scopes)
+    return selected
+
+
+def _build(spec, images, config):
+    """The network in training mode under its arg scope; returns logits.
+
+    `batch_norm_decay` replaces the arg scope's (0.9997 for v1 suits long
+    runs; short fine-tuning runs need the moving statistics to follow);
+    `fine_tune_batch_norm=False` keeps batch norm (and dropout) in inference
+    mode, as DeepLab does for small batches.
+    """
+    from slimnets import nets_factory  # pylint: disable=import-outside-toplevel
+    from slimnets import slim  # pylint: disable=import-outside-toplevel
+    arg_scope = nets_factory.arg_scopes_map[spec.network](
+        weight_decay=config.weight_decay)
+    batch_norm_args = {}
+    if config.batch_norm_decay is not None:
+        batch_norm_args['decay'] = config.batch_norm_decay
+    with slim.arg_scope(arg_scope), slim.arg_scope([slim.batch_norm],
+                                                   **batch_norm_args):
+        logits, _ = nets_factory.networks_map[spec.network](
+            images, num_classes=spec.num_classes,
+            is_training=config.fine_tune_batch_norm, **spec.kwargs)
+    return logits
+
+
+def _logits_scope(network_scope_name):
+    return network_scope_name + '/Logits'
+
+
+def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
+          checkpoint_exclude_scopes=None, trainable_scopes=None,
+          moving_average='auto', progress=True, cache_dir=None, **options):
+    """Fine-tunes (or trains) a MobileNet; resumes if `train_dir` has a run.
+
+    Args:
+      train_dir: where checkpoints (and labels.txt) are written.
+      data: a class-folder tree or slim TFRecords.
+      num_classes: classes of the new head (default: the data's).
+      checkpoint: the starting point (path or catalogue name), or None to
+        train from scratch (then `model` is required).
+      model: nets_factory or catalogue name (default inferred).
+      checkpoint_exclude_scopes: scopes not restored; default the logits
+        scope when the class counts differ.
+      trainable_scopes: only these scopes train (default all).
+      moving_average: use the checkpoint's shadows ('auto', True, False).
+      **options: TrainConfig fields (batch_size, max_steps, optimizer, ...).
+
+    Returns:
+      A TrainResult.
+    """
+    unknown = set(options) - set(TrainConfig._fields)
+    if unknown:
+        raise TypeError('unknown training options: %s' % ', '.join(
+            sorted(unknown)))
+    config = DEFAULTS._replace(**options)
+    examples, class_names = training_examples(data)
+    num_classes = num_classes or len(class_names)
+    if len(class_names) > num_classes:
+        raise inference.InputError('the data has %d classes but num_classes '
+                                   'is %d' % (len(class_names), num_classes))
+    if checkpoint is None and model is None:
+        raise inference.InputError('give --checkpoint to fine-tune or --model '
+                                   'to train from scratch')
+    spec, prefix = inference.model_spec(model, checkpoint, config.image_size,
+                                        cache_dir=cache_dir, progress=progress)
+    source_classes = spec.num_classes
+    spec = spec._replace(num_classes=num_classes)
+    config = config._replace(image_size=spec.image_size)
+    os.makedirs(train_dir, exist_ok=True)
+    with open(os.path.join(train_dir, LABELS_FILE), 'w') as handle:
+        handle.write('\n'.join(class_names) + '\n')
+    inference.write_model_file(train_dir, spec)
+
+    graph = tf.Graph()
+    with graph.as_default():
+        if config.seed is not None:
+            tf.set_random_seed(config.seed)
+        global_step = tf.train.get_or_create_global_step()
+        images, labels = tf.data.make_one_shot_iterator(
+            _dataset(examples, config)).get_next()
+        logits = _build(spec, images, config)
+        network_scope = logits.name.split('/')[0]
+        tf.losses.softmax_cross_entropy(
+            tf.one_hot(labels, num_classes), logits,
+            label_smoothing=config.label_smoothing)
+        total_loss = tf.losses.get_total_loss()
+        steps_per_epoch = max(1, len(examples) // config.batch_size)
+        learning_rate = _learning_rate(config, global_step, steps_per_epoch)
+        optimizer = _optimizer(config, learning_rate)
+        update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
+        with tf.control_dependencies(update_ops):
+            train_op = optimizer.minimize(
+                total_loss, global_step=global_step,
+                var_list=_trainable_variables(trainable_scopes))
+        if config.moving_average_decay:
+            averages = tf.train.ExponentialMovingAverage(
+                config.moving_average_decay, global_step)
+            with tf.control_dependencies([train_op]):
+                train_op = averages.apply(tf.model_variables())
+        saver = tf.train.Saver(max_to_keep=3)
+        model_variables = tf.model_variables()
+
+        if checkpoint_exclude_scopes is None:
+            checkpoint_exclude_scopes = [] if source_classes == num_classes \
+                else [_logits_scope(network_scope)]
+        latest = tf.train.latest_checkpoint(train_dir)
+        with tf.Session(graph=graph) as sess:
+            sess.run(tf.global_variables_initializer())
+            if latest:
+                saver.restore(sess, latest)
+                _log.info('Resuming from %s', latest)
+            elif prefix:
+                checkpoints.restore(sess, prefix, var_list=model_variables,
+                                    moving_average=moving_average,
+                                    exclude=checkpoint_exclude_scopes)
+            first_step = int(sess.run(global_step))
+            losses = _run_steps(sess, saver, train_dir, train_op, total_loss,
+                                global_step, first_step, config, progress)
+            last_step = int(sess.run(global_step))
+            final = saver.save(sess, os.path.join(train_dir, 'model.ckpt'),
+                               global_step=last_step, write_meta_graph=False)
+    return TrainResult(final, first_step, last_step, losses, class_names,
+                       bool(latest))
+
+
+def _run_steps(sess, saver, train_dir, train_op, total_loss, global_step,
+               first_step, config, progress):
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+    losses = []
+    with tqdm(total=config.max_steps, initial=first_step, unit='step',
+              disable=not progress, leave=False) as bar:
+        for step in range(first_step + 1, config.max_steps + 1):
+            _, loss = sess.run([train_op, total_loss])
+            losses.append(float(loss))
+            bar.update(1)
+            bar.set_postfix(loss='%.4f' % loss)
+            if step % config.log_every_n_steps == 0:
+                _log.info('step %d: loss %.4f', step, loss)
+            if step % config.save_every_steps == 0 and step < config.max_steps:
+                saver.save(sess, os.path.join(train_dir, 'model.ckpt'),
+                           global_step=step, write_meta_graph=False)
+    del global_step
+    return losses
