@@ -46,6 +46,14 @@ def _constant_through_identities(nodes, name):
     return node if node is not None and node.op == 'Const' else None
 
 
+def _empty_like(graph_def):
+    """A GraphDef with `graph_def`'s versions and function library only."""
+    output = tf.GraphDef()
+    output.versions.CopyFrom(graph_def.versions)
+    output.library.CopyFrom(graph_def.library)
+    return output
+
+
 def _consumers(graph_def):
     counts = collections.Counter()
     for node in graph_def.node:
@@ -112,9 +120,7 @@ def fold_batch_norms(graph_def):
         replaced[node.name] = (bias_node, _const_node(
             node.name + '/folded_bias', bias.astype(kernel.dtype)))
 
-    output = tf.GraphDef()
-    output.versions.CopyFrom(graph_def.versions)
-    output.library.CopyFrom(graph_def.library)
+    output = _empty_like(graph_def)
     for node in graph_def.node:
         if node.name in replaced:
             bias_node, bias_const = replaced[node.name]
@@ -174,9 +180,7 @@ def fold_scalar_multiplies(graph_def):
             rewired[user.name] = node.input[1 - scalar[0]]
             scaled[_producer(user.input[1])] = factor
         removed.add(node.name)
-    output = tf.GraphDef()
-    output.versions.CopyFrom(graph_def.versions)
-    output.library.CopyFrom(graph_def.library)
+    output = _empty_like(graph_def)
     for node in graph_def.node:
         if node.name in removed:
             continue
@@ -205,9 +209,7 @@ def _bypass_identities(graph_def, protected):
             producer = _producer(name)
         return '^' + producer if control else name
 
-    output = tf.GraphDef()
-    output.versions.CopyFrom(graph_def.versions)
-    output.library.CopyFrom(graph_def.library)
+    output = _empty_like(graph_def)
     for node in graph_def.node:
         if node.name in identities:
             continue
@@ -228,9 +230,7 @@ def prune(graph_def, output_names):
             continue
         needed.add(name)
         stack.extend(_producer(i) for i in nodes[name].input)
-    output = tf.GraphDef()
-    output.versions.CopyFrom(graph_def.versions)
-    output.library.CopyFrom(graph_def.library)
+    output = _empty_like(graph_def)
     output.node.extend(n for n in graph_def.node if n.name in needed)
     return output
 

@@ -147,3 +147,34 @@ def training_errors(name, built):
                        sess.run(moving).items()})
     assert len(moving) == len([k for k in io if k.startswith('moving/')])
     return {key: scaled_error(value, io[key]) for key, value in values.items()}
+
+
+def check_inference_fixture(name, build):
+    """Structure and every output of an inference fixture; returns the
+    largest scaled error."""
+    manifest = load_manifest(name)
+    built = BuiltGraph(manifest, build)
+    assert_structure(manifest, built)
+    errors = inference_errors(name, built)
+    assert len(errors) == 1 + len(manifest['endpoints'])
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < TOLERANCE, (worst, errors[worst])
+    return errors[worst]
+
+
+def check_training_fixture(name, build):
+    """Structure, batch-statistics outputs, regularization, gradient and
+    moving statistics of a `train_*` fixture; returns the largest error."""
+    manifest = load_manifest(name)
+    built = BuiltGraph(manifest, build)
+    assert_structure(manifest, built)
+    errors = training_errors(name, built)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < TOLERANCE, (worst, errors[worst])
+    return errors[worst]
+
+
+def check_structure_fixture(name, build):
+    """Names, shapes and endpoints of a full-size (checkpoint-less) fixture."""
+    manifest = load_manifest(name)
+    assert_structure(manifest, BuiltGraph(manifest, build))

@@ -10,7 +10,6 @@ from slimnets.mobilenet import mobilenet_v3
 
 import reference
 
-TOLERANCE = reference.TOLERANCE
 
 
 def _under(scope_fn, network, **kwargs):
@@ -90,27 +89,14 @@ def test_every_tree_fixture_has_a_build():
 
 @pytest.mark.parametrize('name', sorted(INFERENCE_BUILDS))
 def test_inference_parity(name):
-    manifest = reference.load_manifest(name)
-    built = reference.BuiltGraph(manifest, INFERENCE_BUILDS[name])
-    reference.assert_structure(manifest, built)
-    errors = reference.inference_errors(name, built)
-    assert len(errors) == 1 + len(manifest['endpoints'])
-    worst = max(errors, key=errors.get)
-    assert errors[worst] < TOLERANCE, (worst, errors[worst])
+    reference.check_inference_fixture(name, INFERENCE_BUILDS[name])
 
 
 @pytest.mark.parametrize('name', sorted(STRUCTURE_ONLY_BUILDS))
 def test_full_size_structure(name):
-    manifest = reference.load_manifest(name)
-    built = reference.BuiltGraph(manifest, STRUCTURE_ONLY_BUILDS[name])
-    reference.assert_structure(manifest, built)
+    reference.check_structure_fixture(name, STRUCTURE_ONLY_BUILDS[name])
 
 
 @pytest.mark.parametrize('name', sorted(TRAINING_BUILDS))
 def test_training_parity(name):
-    manifest = reference.load_manifest(name)
-    built = reference.BuiltGraph(manifest, TRAINING_BUILDS[name])
-    reference.assert_structure(manifest, built)
-    errors = reference.training_errors(name, built)
-    worst = max(errors, key=errors.get)
-    assert errors[worst] < TOLERANCE, (worst, errors[worst])
+    reference.check_training_fixture(name, TRAINING_BUILDS[name])

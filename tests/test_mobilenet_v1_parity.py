@@ -7,7 +7,6 @@ from slimnets import slim
 
 import reference
 
-TOLERANCE = reference.TOLERANCE
 
 
 def _classifier(network, **kwargs):
@@ -61,29 +60,16 @@ def test_every_v1_fixture_has_a_build():
 
 @pytest.mark.parametrize('name', sorted(INFERENCE_BUILDS))
 def test_inference_parity(name):
-    manifest = reference.load_manifest(name)
-    built = reference.BuiltGraph(manifest, INFERENCE_BUILDS[name])
-    reference.assert_structure(manifest, built)
-    errors = reference.inference_errors(name, built)
-    assert len(errors) == 1 + len(manifest['endpoints'])
-    worst = max(errors, key=errors.get)
-    assert errors[worst] < TOLERANCE, (worst, errors[worst])
+    reference.check_inference_fixture(name, INFERENCE_BUILDS[name])
 
 
 @pytest.mark.parametrize('name', sorted(STRUCTURE_ONLY_BUILDS))
 def test_full_size_structure(name):
-    manifest = reference.load_manifest(name)
-    built = reference.BuiltGraph(manifest, STRUCTURE_ONLY_BUILDS[name])
-    reference.assert_structure(manifest, built)
+    reference.check_structure_fixture(name, STRUCTURE_ONLY_BUILDS[name])
 
 
 def test_training_parity():
     name = 'train_v1_025_128'
-    manifest = reference.load_manifest(name)
-    built = reference.BuiltGraph(manifest, _classifier(
+    reference.check_training_fixture(name, _classifier(
         mobilenet_v1.mobilenet_v1, num_classes=10, is_training=True,
         depth_multiplier=0.25, dropout_keep_prob=1.0))
-    reference.assert_structure(manifest, built)
-    errors = reference.training_errors(name, built)
-    worst = max(errors, key=errors.get)
-    assert errors[worst] < TOLERANCE, (worst, errors[worst])
