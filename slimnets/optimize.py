@@ -26,6 +26,7 @@ import tensorflow.compat.v1 as tf
 from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
 
 INPUT_NAME = 'input'
+INPUT_SCALE_ATTR = '_slimnets_input_scale'
 OUTPUT_NAMES = ('logits', 'probabilities')
 _BATCH_NORMS = ('FusedBatchNorm', 'FusedBatchNormV2', 'FusedBatchNormV3')
 _CONVOLUTIONS = ('Conv2D', 'DepthwiseConv2dNative')
@@ -188,6 +189,9 @@ def fold_scalar_multiplies(graph_def):
         copy.CopyFrom(node)
         if node.name in rewired:
             copy.input[0] = rewired[node.name]
+            # Recorded so that the weights can be read back unscaled
+            # (checkpoints.converters); '_' attributes are TF-internal.
+            copy.attr[INPUT_SCALE_ATTR].f = scaled[_producer(node.input[1])]
         if node.name in scaled:
             value = tf.make_ndarray(node.attr['value'].tensor)
             copy.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(
