@@ -27,11 +27,9 @@ import tensorflow.compat.v1 as tf
 
 from slimnets.checkpoints import identification
 from slimnets.checkpoints.errors import CheckpointError
+from slimnets.optimize import INPUT_SCALE_ATTR
 
 BATCH_NORM_EPSILON = 0.001
-# Set by slimnets.optimize.fold_scalar_multiplies on a convolution whose
-# weights absorbed the constant scaling of its input.
-_INPUT_SCALE_ATTR = '_slimnets_input_scale'
 _VARIABLE_SUFFIXES = ('weights', 'depthwise_weights', 'pointwise_weights',
                       'biases', 'gamma', 'beta', 'moving_mean',
                       'moving_variance')
@@ -298,8 +296,8 @@ def frozen_graph_layers(graph_def):
         scope = _collapse_repeated_root(node.name.rsplit('/', 1)[0])
         kind = 'conv' if node.op == 'Conv2D' else 'depthwise'
         kernel = consts[weights]
-        if _INPUT_SCALE_ATTR in node.attr:  # a scaling folded in: undo it
-            kernel = kernel / np.float32(node.attr[_INPUT_SCALE_ATTR].f)
+        if INPUT_SCALE_ATTR in node.attr:  # a scaling folded in: undo it
+            kernel = kernel / np.float32(node.attr[INPUT_SCALE_ATTR].f)
         layers.append(FoldedLayer(scope, kind, kernel, bias))
     del nodes
     return direct, layers
