@@ -40,7 +40,7 @@ def base_network(name):
     return head if tail.isdigit() and head in nets_factory.networks_map else name
 
 
-def _kwargs_from_identity(network, identity):
+def _kwargs_from_identity(identity):
     kwargs = {}
     if identity.depth_multiplier is not None:
         kwargs['depth_multiplier'] = identity.depth_multiplier
@@ -49,7 +49,6 @@ def _kwargs_from_identity(network, identity):
     if identity.variant and identity.variant.endswith('_DETECTION'):
         raise InputError('the checkpoint holds a detection backbone (%s) '
                          'without a classifier head' % identity.variant)
-    del network
     return kwargs
 
 
@@ -127,7 +126,7 @@ def model_spec(model=None, checkpoint=None, image_size=None, num_classes=None,
         if base_network(identity.network or '') != base_network(network):
             raise InputError('the checkpoint %s holds %s, not %s' % (
                 prefix, checkpoints.describe(identity), network))
-        kwargs = _kwargs_from_identity(network, identity)
+        kwargs = _kwargs_from_identity(identity)
     elif item is not None:
         kwargs = dict(item.network_kwargs)
     else:

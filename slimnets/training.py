@@ -273,7 +273,7 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
                                     exclude=checkpoint_exclude_scopes)
             first_step = int(sess.run(global_step))
             losses = _run_steps(sess, saver, train_dir, train_op, total_loss,
-                                global_step, first_step, config, progress)
+                                first_step, config, progress)
             last_step = int(sess.run(global_step))
             final = saver.save(sess, os.path.join(train_dir, 'model.ckpt'),
                                global_step=last_step, write_meta_graph=False)
@@ -281,8 +281,8 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
                        bool(latest))
 
 
-def _run_steps(sess, saver, train_dir, train_op, total_loss, global_step,
-               first_step, config, progress):
+def _run_steps(sess, saver, train_dir, train_op, total_loss, first_step,
+               config, progress):
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
     losses = []
     with tqdm(total=config.max_steps, initial=first_step, unit='step',
@@ -297,5 +297,4 @@ def _run_steps(sess, saver, train_dir, train_op, total_loss, global_step,
             if step % config.save_every_steps == 0 and step < config.max_steps:
                 saver.save(sess, os.path.join(train_dir, 'model.ckpt'),
                            global_step=step, write_meta_graph=False)
-    del global_step
     return losses
