@@ -17,8 +17,10 @@ import os
 import sys
 import time
 
+from slimnets.errors import SlimnetsError
 
-class CommandError(Exception):
+
+class CommandError(SlimnetsError):
     """A user-facing failure: printed as one line, exit status 1."""
 
 
@@ -150,11 +152,8 @@ def _slim_batch_norm_status():
 
 def _checkpoint_errors():
     """The exception types that are the user's to fix, not tracebacks."""
-    from slimnets import checkpoints  # pylint: disable=import-outside-toplevel
-    from slimnets import export  # pylint: disable=import-outside-toplevel
-    from slimnets import inference  # pylint: disable=import-outside-toplevel
-    return (checkpoints.CheckpointError, inference.InputError,
-            export.ExportError, KeyError)
+    from slimnets import errors  # pylint: disable=import-outside-toplevel
+    return (errors.SlimnetsError, KeyError)
 
 
 def command_classify(args):
@@ -447,7 +446,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (CommandError,) + _checkpoint_errors() as error:
+    except _checkpoint_errors() as error:
         message = error.args[0] if isinstance(error, KeyError) and \
             error.args else str(error)
         # One line: the details of a multi-line message joined, bounded.

@@ -19,6 +19,7 @@ import tensorflow.compat.v1 as tf
 
 from slimnets import inference
 from slimnets import optimize
+from slimnets.errors import ExportError  # noqa: F401  (public here too)
 
 FORMATS = ('frozen', 'saved_model', 'tflite')
 QUANTIZATIONS = (None, 'float16', 'dynamic', 'int8')
@@ -28,10 +29,6 @@ ExportReport = collections.namedtuple('ExportReport', [
     'max_abs_difference',  # |artifact - source| on the probe probabilities
     'top1_agreement',      # fraction of probe images with the same top-1
     'probe_images'])
-
-
-class ExportError(RuntimeError):
-    """The export failed or its self-check did not pass."""
 
 
 def probe_batch(image_size, count=4, seed=0):

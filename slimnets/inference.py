@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from slimnets import checkpoints
+from slimnets.errors import InputError  # noqa: F401  (public here too)
 from slimnets import labels as labels_lib
 from slimnets import nets_factory
 from slimnets import preprocessing
@@ -28,10 +29,6 @@ ModelSpec = collections.namedtuple('ModelSpec', [
     'network', 'kwargs', 'image_size', 'num_classes'])
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
-
-
-class InputError(ValueError):
-    """A bad image, data folder or model name; the message says which."""
 
 
 def base_network(name):

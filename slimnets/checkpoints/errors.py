@@ -1,8 +1,3 @@
-"""The exception every checkpoint problem is reported with."""
+"""The exception every checkpoint problem is reported with (see slimnets.errors)."""
 
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be found, read, downloaded or restored.
-
-    The message names the file or variable, what is wrong and what to do.
-    """
+from slimnets.errors import CheckpointError  # noqa: F401  (re-exported)

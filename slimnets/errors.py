@@ -1,0 +1,33 @@
+"""The one exception family of slimnets.
+
+Every error slimnets raises on purpose derives from `SlimnetsError`, so a
+caller (and the CLI) can catch the whole family with one `except`.  Where
+callers traditionally expect a standard type, the class derives from that
+type too (`InputError` is also a `ValueError`).  Each message names the
+problem and what to do about it.
+
+This module is the lowest layer: it imports nothing from slimnets.
+"""
+
+
+class SlimnetsError(Exception):
+    """Base class of every error slimnets raises on purpose."""
+
+
+class InputError(SlimnetsError, ValueError):
+    """A bad image, data folder, model name or argument; the message says which."""
+
+
+class CheckpointError(SlimnetsError, ValueError):
+    """A checkpoint cannot be found, read, downloaded or restored.
+
+    The message names the file or variable, what is wrong and what to do.
+    """
+
+
+class ExportError(SlimnetsError, RuntimeError):
+    """An export failed or its self-check did not pass."""
+
+
+class UsageError(SlimnetsError, ValueError):
+    """A command-line value out of its range; the CLI exits with status 2."""
