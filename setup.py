@@ -1,16 +1,15 @@
 """Build script; metadata lives in setup.cfg.
 
-`checkpoints/` (the checkpoint catalogue) is installed as the package
-`slimnets._catalogue_data`, so the catalogue travels with every install.
+The catalogue and the label files are package data under `slimnets/data/`,
+so regular, editable and wheel installs all carry them.  The top-level
+`checkpoints/` folder is only the download cache of a source checkout.
 """
 from setuptools import find_packages
 from setuptools import setup
 
 setup(
-    packages=find_packages(include=['slimnets', 'slimnets.*']) +
-    ['slimnets._catalogue_data'],
-    package_dir={'slimnets._catalogue_data': 'checkpoints'},
-    package_data={'slimnets._catalogue_data': ['catalogue.json'],
-                  'slimnets': ['data/imagenet_labels.tsv',
+    packages=find_packages(include=['slimnets', 'slimnets.*']),
+    package_data={'slimnets': ['data/catalogue.json',
+                               'data/imagenet_labels.tsv',
                                'data/PROVENANCE.md']},
 )

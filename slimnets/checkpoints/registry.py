@@ -1,7 +1,7 @@
 """The catalogue of published checkpoints and the local download cache.
 
-The catalogue (`checkpoints/catalogue.json` in the source tree, installed as
-`slimnets._catalogue_data`) lists every published research/slim MobileNet
+The catalogue (`slimnets/data/catalogue.json`, package data read through
+`importlib.resources`, so every kind of install carries it) lists every published research/slim MobileNet
 archive with the network that restores it and its published figures.
 """
 
@@ -23,8 +23,9 @@ _ENTRIES = None
 def _load():
     global _ENTRIES  # pylint: disable=global-statement
     if _ENTRIES is None:
-        resource = importlib.resources.files('slimnets._catalogue_data')
-        with resource.joinpath('catalogue.json').open() as handle:
+        resource = importlib.resources.files('slimnets').joinpath(
+            'data', 'catalogue.json')
+        with resource.open('r', encoding='utf-8') as handle:
             document = json.load(handle)
         _ENTRIES = collections.OrderedDict(
             (row['name'], CatalogueEntry(**row))
@@ -57,7 +58,8 @@ def source_tree_cache():
     """`checkpoints/` of the source checkout slimnets runs from, or None."""
     package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     candidate = os.path.join(os.path.dirname(package_dir), 'checkpoints')
-    if os.path.isfile(os.path.join(candidate, 'catalogue.json')):
+    if os.path.isfile(os.path.join(candidate, 'README.md')) and os.path.isfile(
+            os.path.join(os.path.dirname(package_dir), 'setup.py')):
         return candidate
     return None
 
