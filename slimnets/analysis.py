@@ -3,33 +3,17 @@
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from slimnets import registry
+
 # Published figures (millions) of the factory networks at their default
-# depth multiplier, 224x224 input and 1001 classes, from the research/slim
-# READMEs.
-PUBLISHED = {
-    'mobilenet_v1': {'params': 4.24, 'macs': 569},
-    'mobilenet_v1_075': {'params': 2.59, 'macs': 317},
-    'mobilenet_v1_050': {'params': 1.34, 'macs': 150},
-    'mobilenet_v1_025': {'params': 0.47, 'macs': 41},
-    'mobilenet_v2': {'params': 3.47, 'macs': 300},
-    'mobilenet_v2_140': {'params': 6.06, 'macs': 582},
-    'mobilenet_v2_050': {'params': 1.95, 'macs': 97},
-    'mobilenet_v2_035': {'params': 1.66, 'macs': 59},
-    'mobilenet_v3_large': {'params': 5.4, 'macs': 217},
-    'mobilenet_v3_small': {'params': 2.9, 'macs': 66},
-    'mobilenet_v3_large_minimalistic': {'params': 3.9, 'macs': 209},
-    'mobilenet_v3_small_minimalistic': {'params': 2.0, 'macs': 65},
-    'mobilenet_edgetpu': {'params': 4.0, 'macs': 990},
-    'mobilenet_edgetpu_075': {'params': 2.9, 'macs': 624},
-}
-
-
-# Where the README's figure is known not to describe the released graph.
-KNOWN_DIFFERENCES = {
-    'mobilenet_v3_small': 'the README lists 2.9M parameters and 66M MACs; '
-                          'the released v3-small graph (and Keras '
-                          'MobileNetV3Small) has 2.54M and 57M',
-}
+# depth multiplier, 224x224 input and 1001 classes (research/slim READMEs),
+# and where a figure is known not to describe the released graph: views of
+# the registry.
+PUBLISHED = {n.name: {'params': n.params_millions, 'macs': n.macs_millions}
+             for n in registry.NETWORKS.values()
+             if n.params_millions is not None}
+KNOWN_DIFFERENCES = {n.name: n.known_difference
+                     for n in registry.NETWORKS.values() if n.known_difference}
 
 # Published parameter counts are rounded (to 0.01M or 0.1M): allow that.
 PARAMS_TOLERANCE = 0.04

@@ -13,10 +13,15 @@ Errors are one line on stderr and exit status 1.
 """
 
 import argparse
-import os
 import sys
 import time
 
+# Only modules that do not import TensorFlow are imported here, so that
+# `slimnets --help` and `slimnets CMD --help` answer at once; each command
+# imports the (TensorFlow) modules it uses when it runs.
+from slimnets import registry
+from slimnets import tflog
+from slimnets import train_config
 from slimnets.errors import SlimnetsError
 
 
@@ -150,12 +155,6 @@ def _slim_batch_norm_status():
         'WRONG RESULT %s' % value.ravel())
 
 
-def _checkpoint_errors():
-    """The exception types that are the user's to fix, not tracebacks."""
-    from slimnets import errors  # pylint: disable=import-outside-toplevel
-    return (errors.SlimnetsError, KeyError)
-
-
 def command_classify(args):
     from slimnets import inference  # pylint: disable=import-outside-toplevel
     for path in args.images:
@@ -268,7 +267,7 @@ def command_train(args):
     import logging  # pylint: disable=import-outside-toplevel
     from slimnets import training  # pylint: disable=import-outside-toplevel
     logging.basicConfig(level=logging.INFO, format='%(message)s')
-    options = {name: getattr(args, name) for name in training.TrainConfig._fields
+    options = {name: getattr(args, name) for name in train_config.TrainConfig._fields
                if getattr(args, name, None) is not None}
     options['fine_tune_batch_norm'] = not args.freeze_batch_norm
     exclude = args.checkpoint_exclude_scopes.split(',') \
@@ -293,13 +292,23 @@ def command_train(args):
 
 
 def build_parser():
-    from slimnets import training  # pylint: disable=import-outside-toplevel
     parser = argparse.ArgumentParser(
         prog='slimnets',
         description='TF-Slim MobileNets (v1, v2, v3, EdgeTPU) on current '
                     'TensorFlow.')
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument('--verbose', action='store_true',
+                        help="show TensorFlow's own log lines")
+    common.add_argument('--debug', action='store_true',
+                        help='show the traceback of a failure')
     commands = parser.add_subparsers(dest='command', metavar='COMMAND')
     commands.required = True
+    add_parser = commands.add_parser
+
+    def add_command(name, **kwargs):
+        return add_parser(name, parents=[common], **kwargs)
+
+    commands.add_parser = add_command
     doctor = commands.add_parser(
         'doctor', help='check this installation offline',
         description='Print the versions, whether tf_slim is broken here and '
@@ -313,9 +322,12 @@ def build_parser():
     doctor.set_defaults(handler=command_doctor)
 
     def add_model_arguments(command, checkpoint_required=True):
-        command.add_argument('--checkpoint', required=checkpoint_required,
-                             help='a checkpoint path (prefix, .index or '
-                                  'folder) or a catalogue name')
+        command.add_argument(
+            '--checkpoint', required=checkpoint_required,
+            help='a checkpoint path (prefix, .index or folder) or a catalogue '
+                 'name' + ('' if checkpoint_required else
+                           ' (default: --model when it is a catalogue name, '
+                           'else %s, fetched on first use)' % registry.DEFAULT_MODEL))
         command.add_argument('--model', help='a nets_factory or catalogue '
                              'name (default: inferred from the checkpoint)')
         command.add_argument('--image-size', type=int,
@@ -332,7 +344,7 @@ def build_parser():
         description='Classify images with Inception eval preprocessing '
                     '(central crop 0.875, TF1 bilinear resize, [-1, 1]).')
     classify.add_argument('images', nargs='+', metavar='IMAGE')
-    add_model_arguments(classify)
+    add_model_arguments(classify, checkpoint_required=False)
     classify.add_argument('--top-k', type=int, default=5)
     add_cache_argument(classify)
     classify.set_defaults(handler=command_classify)
@@ -367,7 +379,7 @@ def build_parser():
         description='Every published slim MobileNet checkpoint with its '
                     'published accuracy, MACs and parameters, and whether '
                     'it is in the cache.')
-    listing.add_argument('--family', choices=('v1', 'v2', 'v3', 'edgetpu'))
+    listing.add_argument('--family', choices=tuple(registry.FAMILIES))
     add_cache_argument(listing)
     listing.set_defaults(handler=command_list)
 
@@ -422,14 +434,14 @@ def build_parser():
     train.add_argument('--trainable-scopes', help='comma list; default all')
     train.add_argument('--freeze-batch-norm', action='store_true',
                        help='keep batch norm (and dropout) in inference mode')
-    for name, value in training.DEFAULTS._asdict().items():
+    for name, value in train_config.DEFAULTS._asdict().items():
         if name == 'fine_tune_batch_norm':
             continue
         kind = {'optimizer': str, 'learning_rate_decay_type': str}.get(
             name, float if isinstance(value, float) or value is None and
             name in ('moving_average_decay', 'batch_norm_decay') else int)
-        choices = {'optimizer': training.OPTIMIZERS,
-                   'learning_rate_decay_type': training.DECAY_TYPES}.get(name)
+        choices = {'optimizer': train_config.OPTIMIZERS,
+                   'learning_rate_decay_type': train_config.DECAY_TYPES}.get(name)
         train.add_argument('--' + name.replace('_', '-'), type=kind,
                            choices=choices, dest=name,
                            help='default %s' % (value,))
@@ -440,23 +452,34 @@ def build_parser():
 
 
 def main(argv=None):
-    # TensorFlow's C++ start-up chatter (CUDA probing, CPU features) is not
-    # for a command-line user; an explicit setting wins.
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    """Runs one command; returns the exit status (0, 1 failure, 2 usage).
+
+    A failure prints one line naming the problem and the fix (the traceback
+    only with --debug), Ctrl-C included.  TensorFlow's C++ log lines are
+    dropped unless --verbose or TF_CPP_MIN_LOG_LEVEL asks for them.
+    """
     args = build_parser().parse_args(argv)
+    level = tflog.level_from_environment(verbose=args.verbose)
     try:
-        args.handler(args)
-    except _checkpoint_errors() as error:
-        message = error.args[0] if isinstance(error, KeyError) and \
-            error.args else str(error)
-        # One line: the details of a multi-line message joined, bounded.
-        message = ' '.join(line.strip() for line in message.splitlines())
-        if len(message) > 1500:
-            message = message[:1500] + ' ...'
-        print('slimnets %s: error: %s' % (args.command, message),
+        with tflog.filtered_stderr(level):
+            args.handler(args)
+    except (SlimnetsError, KeyError, KeyboardInterrupt) as error:
+        if args.debug:
+            raise
+        print('slimnets %s: error: %s' % (args.command, _one_line(error)),
               file=sys.stderr)
         return 1
     return 0
+
+
+def _one_line(error):
+    """A failure's message on one bounded line."""
+    if isinstance(error, KeyboardInterrupt):
+        return 'interrupted (Ctrl-C); nothing half-written was kept'
+    message = error.args[0] if isinstance(error, KeyError) and \
+        error.args else str(error)
+    message = ' '.join(line.strip() for line in message.splitlines())
+    return message[:1500] + ' ...' if len(message) > 1500 else message
 
 
 if __name__ == '__main__':

@@ -17,9 +17,11 @@ import numpy as np
 import tensorflow as tf2
 import tensorflow.compat.v1 as tf
 
-from slimnets import inference
+from slimnets import images as images_lib
+from slimnets import models
 from slimnets import optimize
 from slimnets.errors import ExportError  # noqa: F401  (public here too)
+from slimnets.errors import InputError
 
 FORMATS = ('frozen', 'saved_model', 'tflite')
 QUANTIZATIONS = (None, 'float16', 'dynamic', 'int8')
@@ -44,14 +46,14 @@ def representative_images(folder, image_size, limit=64):
     """Images from `folder` (recursively), eval-preprocessed, [N, s, s, 3]."""
     paths = sorted(p for p in glob.glob(os.path.join(folder, '**', '*'),
                                         recursive=True)
-                   if p.lower().endswith(inference.IMAGE_EXTENSIONS))[:limit]
+                   if p.lower().endswith(images_lib.IMAGE_EXTENSIONS))[:limit]
     if not paths:
-        raise inference.InputError('no images in %s for the representative '
+        raise InputError('no images in %s for the representative '
                                    'dataset' % folder)
     with tf.Graph().as_default(), tf.Session() as sess:
         encoded = tf.placeholder(tf.string, [])
-        image = inference.decode_and_preprocess(encoded, image_size)
-        return np.stack([sess.run(image, {encoded: inference.read_image_file(p)})
+        image = images_lib.decode_and_preprocess(encoded, image_size)
+        return np.stack([sess.run(image, {encoded: images_lib.read_image_file(p)})
                          for p in paths])
 
 
@@ -159,7 +161,7 @@ def export(output, format, checkpoint, model=None, image_size=None,  # pylint: d
         probe images when given).
 
     Raises:
-      ExportError, inference.InputError, checkpoints.CheckpointError.
+      ExportError, InputError, checkpoints.CheckpointError.
     """
     if format not in FORMATS:
         raise ExportError('unknown format %r; choose from %s'
@@ -169,7 +171,7 @@ def export(output, format, checkpoint, model=None, image_size=None,  # pylint: d
                           'dynamic, int8' % (quantization,))
     if quantization and format != 'tflite':
         raise ExportError('quantization applies to --format tflite only')
-    spec, prefix = inference.model_spec(model, checkpoint, image_size,
+    spec, prefix = models.model_spec(model, checkpoint, image_size,
                                         cache_dir=cache_dir, progress=progress)
     graph_def, fold_report = optimize.frozen_inference_graph(
         spec, prefix, batch_size=batch_size, moving_average=moving_average)

@@ -27,6 +27,7 @@ import copy
 import tensorflow.compat.v1 as tf
 
 from slimnets import mobilenet_v1
+from slimnets import registry
 from slimnets import slim
 from slimnets.mobilenet import mobilenet as mobilenet_lib
 from slimnets.mobilenet import mobilenet_v2
@@ -34,6 +35,14 @@ from slimnets.mobilenet import mobilenet_v3
 
 Backbone = collections.namedtuple('Backbone', [
     'family', 'root', 'endpoints', 'conv_defs', 'min_depth', 'bn_decay'])
+
+
+def _backbone(network, endpoints, conv_defs, min_depth, bn_decay):
+    """A Backbone of registry network `network` (family and root from the
+    registry)."""
+    family = registry.family(network)
+    return Backbone(family.name, family.root, endpoints, conv_defs, min_depth,
+                    bn_decay)
 
 
 def _v1_fpn_conv_defs():
@@ -46,22 +55,22 @@ def _v1_fpn_conv_defs():
 
 
 BACKBONES = {
-    'mobilenet_v1': Backbone('v1', 'MobilenetV1', (
+    'mobilenet_v1': _backbone('mobilenet_v1', (
         'Conv2d_11_pointwise', 'Conv2d_13_pointwise'), None, 16, None),
-    'mobilenet_v1_fpn': Backbone('v1', 'MobilenetV1', (
+    'mobilenet_v1_fpn': _backbone('mobilenet_v1', (
         'Conv2d_3_pointwise', 'Conv2d_5_pointwise', 'Conv2d_11_pointwise',
         'Conv2d_13_pointwise'), _v1_fpn_conv_defs(), 16, None),
-    'mobilenet_v2': Backbone('v2', 'MobilenetV2', (
+    'mobilenet_v2': _backbone('mobilenet_v2', (
         'layer_15/expansion_output', 'layer_19'), None, 16, 0.9997),
-    'mobilenet_v2_deeplab': Backbone('v2', 'MobilenetV2', ('layer_18',),
-                                     mobilenet_v2.V2_DEF, None, None),
-    'mobilenet_v3_large': Backbone('v3', 'MobilenetV3', (
+    'mobilenet_v2_deeplab': _backbone('mobilenet_v2', ('layer_18',),
+                                      mobilenet_v2.V2_DEF, None, None),
+    'mobilenet_v3_large': _backbone('mobilenet_v3_large', (
         'layer_14/expansion_output', 'layer_17'),
         mobilenet_v3.V3_LARGE_DETECTION, 16, 0.9997),
-    'mobilenet_v3_small': Backbone('v3', 'MobilenetV3', (
+    'mobilenet_v3_small': _backbone('mobilenet_v3_small', (
         'layer_10/expansion_output', 'layer_13'),
         mobilenet_v3.V3_SMALL_DETECTION, 16, 0.9997),
-    'mobilenet_edgetpu': Backbone('v3', 'MobilenetEdgeTPU', (
+    'mobilenet_edgetpu': _backbone('mobilenet_edgetpu', (
         'layer_18/expansion_output', 'layer_23'), mobilenet_v3.V3_EDGETPU,
         16, 0.9997),
 }

@@ -1,42 +1,19 @@
 """Look up a MobileNet by name: `get_network_fn('mobilenet_v2', 1001)`.
 
 The names are research/slim's nets_factory keys for the MobileNet family,
-plus `mobilenet_v2_050`, which the reference forgot.
+plus `mobilenet_v2_050`, which the reference forgot.  Both maps are views of
+`slimnets.registry`, where each network is one entry.
 """
 
 import functools
 
-from slimnets import mobilenet_v1
+from slimnets import registry
 from slimnets import slim
-from slimnets.mobilenet import mobilenet_v2
-from slimnets.mobilenet import mobilenet_v3
 
-networks_map = {
-    'mobilenet_v1': mobilenet_v1.mobilenet_v1,
-    'mobilenet_v1_075': mobilenet_v1.mobilenet_v1_075,
-    'mobilenet_v1_050': mobilenet_v1.mobilenet_v1_050,
-    'mobilenet_v1_025': mobilenet_v1.mobilenet_v1_025,
-    'mobilenet_v2': mobilenet_v2.mobilenet,
-    'mobilenet_v2_140': mobilenet_v2.mobilenet_v2_140,
-    'mobilenet_v2_050': mobilenet_v2.mobilenet_v2_050,
-    'mobilenet_v2_035': mobilenet_v2.mobilenet_v2_035,
-    'mobilenet_v3_small': mobilenet_v3.small,
-    'mobilenet_v3_large': mobilenet_v3.large,
-    'mobilenet_v3_small_minimalistic': mobilenet_v3.small_minimalistic,
-    'mobilenet_v3_large_minimalistic': mobilenet_v3.large_minimalistic,
-    'mobilenet_edgetpu': mobilenet_v3.edge_tpu,
-    'mobilenet_edgetpu_075': mobilenet_v3.edge_tpu_075,
-}
+networks_map = {name: registry.builder(name) for name in registry.NETWORKS}
 
-_V1_SCOPE = mobilenet_v1.mobilenet_v1_arg_scope
-_V2_SCOPE = mobilenet_v2.training_scope
-_V3_SCOPE = mobilenet_v3.training_scope
-
-arg_scopes_map = {
-    name: (_V1_SCOPE if name.startswith('mobilenet_v1') else
-           _V2_SCOPE if name.startswith('mobilenet_v2') else _V3_SCOPE)
-    for name in networks_map
-}
+arg_scopes_map = {name: registry.arg_scope_fn(name)
+                  for name in registry.NETWORKS}
 
 
 def get_network_fn(name, num_classes, weight_decay=0.0, is_training=False):
@@ -69,3 +46,18 @@ def get_network_fn(name, num_classes, weight_decay=0.0, is_training=False):
 
     network_fn.default_image_size = getattr(func, 'default_image_size', 224)
     return network_fn
+
+
+def build_network(spec, images, is_training=False):
+    """Builds a `registry.ModelSpec` on `images` under its arg scope.
+
+    Args:
+      spec: ModelSpec(network, kwargs, image_size, num_classes).
+      images: [N, size, size, 3] float tensor in [-1, 1].
+
+    Returns:
+      (logits [N, num_classes], end_points).
+    """
+    network_fn = get_network_fn(spec.network, spec.num_classes,
+                                is_training=is_training)
+    return network_fn(images, **spec.kwargs)

@@ -25,9 +25,12 @@ import tensorflow.compat.v1 as tf
 # deprecated alias of it).
 from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
 
-INPUT_NAME = 'input'
-INPUT_SCALE_ATTR = '_slimnets_input_scale'
-OUTPUT_NAMES = ('logits', 'probabilities')
+from slimnets import checkpoints
+from slimnets import nets_factory
+from slimnets.graph_format import INPUT_NAME
+from slimnets.graph_format import INPUT_SCALE_ATTR
+from slimnets.graph_format import OUTPUT_NAMES
+
 _BATCH_NORMS = ('FusedBatchNorm', 'FusedBatchNormV2', 'FusedBatchNormV3')
 _CONVOLUTIONS = ('Conv2D', 'DepthwiseConv2dNative')
 
@@ -265,14 +268,12 @@ def frozen_inference_graph(spec, checkpoint, batch_size=None,
     Returns:
       (GraphDef, FoldReport or None).
     """
-    from slimnets import checkpoints  # pylint: disable=import-outside-toplevel
-    from slimnets import inference  # pylint: disable=import-outside-toplevel
     graph = tf.Graph()
     with graph.as_default():
         images = tf.placeholder(
             tf.float32, [batch_size, spec.image_size, spec.image_size, 3],
             name=INPUT_NAME)
-        logits, _ = inference.build_network(spec, images)
+        logits, _ = nets_factory.build_network(spec, images)
         tf.identity(logits, name='logits')
         tf.nn.softmax(logits, name='probabilities')
         with tf.Session(graph=graph) as sess:

@@ -20,63 +20,22 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from slimnets import checkpoints
-from slimnets import inference
+from slimnets import datasets
+from slimnets import models
 from slimnets import preprocessing
+from slimnets.errors import InputError
+from slimnets.train_config import DECAY_TYPES
+from slimnets.train_config import DEFAULTS
+from slimnets.train_config import OPTIMIZERS
+from slimnets.train_config import TrainConfig
 
 _log = logging.getLogger(__name__)
 
-OPTIMIZERS = ('adadelta', 'adagrad', 'adam', 'ftrl', 'momentum', 'sgd',
-              'rmsprop')
-DECAY_TYPES = ('fixed', 'exponential', 'polynomial')
-LABELS_FILE = inference.LABELS_FILE
-
-TrainConfig = collections.namedtuple('TrainConfig', [
-    'batch_size', 'image_size', 'max_steps', 'optimizer', 'learning_rate',
-    'learning_rate_decay_type', 'learning_rate_decay_factor',
-    'num_epochs_per_decay', 'end_learning_rate', 'weight_decay',
-    'label_smoothing', 'moving_average_decay', 'momentum', 'rmsprop_momentum',
-    'rmsprop_decay', 'opt_epsilon', 'adam_beta1', 'adam_beta2',
-    'adadelta_rho', 'adagrad_initial_accumulator_value', 'save_every_steps',
-    'log_every_n_steps', 'seed', 'batch_norm_decay', 'fine_tune_batch_norm'])
-
-DEFAULTS = TrainConfig(
-    batch_size=32, image_size=None, max_steps=1000, optimizer='rmsprop',
-    learning_rate=0.01, learning_rate_decay_type='exponential',
-    learning_rate_decay_factor=0.94, num_epochs_per_decay=2.0,
-    end_learning_rate=0.0001, weight_decay=0.00004, label_smoothing=0.0,
-    moving_average_decay=None, momentum=0.9, rmsprop_momentum=0.9,
-    rmsprop_decay=0.9, opt_epsilon=1.0, adam_beta1=0.9, adam_beta2=0.999,
-    adadelta_rho=0.95, adagrad_initial_accumulator_value=0.1,
-    save_every_steps=100, log_every_n_steps=10, seed=None,
-    batch_norm_decay=None, fine_tune_batch_norm=True)
+LABELS_FILE = models.LABELS_FILE
 
 TrainResult = collections.namedtuple('TrainResult', [
     'checkpoint', 'first_step', 'last_step', 'losses', 'class_names',
     'resumed'])
-
-
-def training_examples(data):
-    """([(path or bytes, label)], class names) for a training set.
-
-    A folder of class folders gives labels in the sorted order of the
-    folder names; slim TFRecords carry their own labels (names '0', '1'...).
-    """
-    if os.path.isdir(data) and not any(
-            n.endswith('.tfrecord') or '-of-' in n for n in os.listdir(data)):
-        classes = sorted(d for d in os.listdir(data)
-                         if os.path.isdir(os.path.join(data, d)))
-        if not classes:
-            raise inference.InputError('%s has no class sub-folders' % data)
-        examples = []
-        for index, name in enumerate(classes):
-            folder = os.path.join(data, name)
-            examples.extend((os.path.join(folder, f), index)
-                            for f in sorted(os.listdir(folder))
-                            if f.lower().endswith(inference.IMAGE_EXTENSIONS))
-        return examples, classes
-    examples = inference.evaluation_examples(data, num_classes=None)
-    count = max(label for _, label in examples) + 1
-    return examples, [str(i) for i in range(count)]
 
 
 def _learning_rate(config, global_step, steps_per_epoch):
@@ -211,15 +170,15 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
         raise TypeError('unknown training options: %s' % ', '.join(
             sorted(unknown)))
     config = DEFAULTS._replace(**options)
-    examples, class_names = training_examples(data)
+    examples, class_names = datasets.training_examples(data)
     num_classes = num_classes or len(class_names)
     if len(class_names) > num_classes:
-        raise inference.InputError('the data has %d classes but num_classes '
+        raise InputError('the data has %d classes but num_classes '
                                    'is %d' % (len(class_names), num_classes))
     if checkpoint is None and model is None:
-        raise inference.InputError('give --checkpoint to fine-tune or --model '
+        raise InputError('give --checkpoint to fine-tune or --model '
                                    'to train from scratch')
-    spec, prefix = inference.model_spec(model, checkpoint, config.image_size,
+    spec, prefix = models.model_spec(model, checkpoint, config.image_size,
                                         cache_dir=cache_dir, progress=progress)
     source_classes = spec.num_classes
     spec = spec._replace(num_classes=num_classes)
@@ -227,7 +186,7 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
     os.makedirs(train_dir, exist_ok=True)
     with open(os.path.join(train_dir, LABELS_FILE), 'w') as handle:
         handle.write('\n'.join(class_names) + '\n')
-    inference.write_model_file(train_dir, spec)
+    models.write_model_file(train_dir, spec)
 
     graph = tf.Graph()
     with graph.as_default():

@@ -1,25 +1,46 @@
-"""The `slimnets` command line, run as a user would: in a subprocess."""
+"""The `slimnets` command line: help, doctor, quiet output, the default model.
 
+Most tests run the command in this process (`cli`); the ones whose point is
+the program a user starts (start-up cost, TensorFlow's log) run it in a
+fresh process (`cli_process`).
+"""
+
+import os
 import subprocess
 import sys
 
+import pytest
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, '-m', 'slimnets'] + list(args),
-                          capture_output=True, text=True, timeout=600)
+from slimnets import inference
+from slimnets import models
+from slimnets import registry
+from slimnets import tflog
 
 
-def test_help_lists_doctor():
-    completed = run_cli('--help')
+def test_help_lists_doctor(cli):
+    completed = cli('--help')
     assert completed.returncode == 0
     assert 'doctor' in completed.stdout
-    doctor_help = run_cli('doctor', '--help')
+    doctor_help = cli('doctor', '--help')
     assert doctor_help.returncode == 0 and '--networks' in doctor_help.stdout
 
 
-def test_doctor_builds_counts_and_checks():
-    completed = run_cli('doctor', '--networks', 'mobilenet_v1_025',
-                        'mobilenet_v3_small')
+@pytest.mark.parametrize('args', [['--help'], ['classify', '--help'],
+                                  ['train', '--help'], ['list', '--help']])
+def test_help_never_imports_tensorflow(args):
+    code = ('import sys\nfrom slimnets import cli\ntry:\n    cli.main(%r)\n'
+            'except SystemExit:\n    pass\n'
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
+            % (args,))
+    completed = subprocess.run([sys.executable, '-c', code],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert 'usage: slimnets' in completed.stdout
+
+
+def test_doctor_builds_counts_and_checks(cli):
+    completed = cli('doctor', '--networks', 'mobilenet_v1_025',
+                    'mobilenet_v3_small')
     assert completed.returncode == 0, completed.stderr[-3000:]
     out = completed.stdout
     assert 'tf_slim.batch_norm on this TensorFlow:' in out
@@ -32,9 +53,77 @@ def test_doctor_builds_counts_and_checks():
     assert 'All 2 networks built and ran.' in out
 
 
-def test_unknown_network_is_a_one_line_error():
-    completed = run_cli('doctor', '--networks', 'mobilenet_v9')
-    assert completed.returncode == 1
-    assert 'Traceback' not in completed.stderr
-    assert completed.stderr.strip().splitlines()[-1].startswith(
-        'slimnets doctor: error: unknown network mobilenet_v9')
+def test_unknown_network_is_a_one_line_error(cli, one_line_error):
+    completed = cli('doctor', '--networks', 'mobilenet_v9')
+    one_line_error(completed, 'unknown network mobilenet_v9')
+
+
+def test_classify_prints_no_tensorflow_log_lines(cli_process, pretrained_dir):
+    """The installed program, as a user starts it: quiet by default, the
+    C++ log back with --verbose."""
+    image = os.path.join(pretrained_dir, 'cat.bmp')
+    prefix = os.path.join(pretrained_dir, 'mobilenet_v1', '0.25_128',
+                          'model.ckpt')
+    env = {k: v for k, v in os.environ.items() if k != tflog.LEVEL_VARIABLE}
+    quiet = cli_process('classify', image, '--checkpoint', prefix,
+                        '--top-k', '1', env=env)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert '283  tiger cat' in quiet.stdout
+    assert quiet.stderr == '', quiet.stderr
+    loud = cli_process('classify', image, '--checkpoint', prefix, '--top-k',
+                       '1', '--verbose', env=env)
+    assert loud.returncode == 0
+    assert any(tflog.severity(line) is not None
+               for line in loud.stderr.splitlines()), loud.stderr
+
+
+@pytest.mark.parametrize('line,severity', [
+    ('I0000 00:00:1796123727.597610   10811 port.cc:153] oneDNN custom', 0),
+    ('E0000 00:00:1796123549.917271    8354 cuda_platform.cc:52] failed', 2),
+    ('WARNING: All log messages before absl::InitializeLog() is called', 1),
+    ('slimnets classify: error: image not found: x.jpg', None),
+    ('  5%|#         | 1/20 [00:01<00:19]', None),
+])
+def test_tensorflow_log_lines_are_recognised(line, severity):
+    assert tflog.severity(line) == severity
+
+
+def test_log_level_follows_the_user(monkeypatch):
+    monkeypatch.delenv(tflog.LEVEL_VARIABLE, raising=False)
+    assert tflog.level_from_environment() == tflog.DEFAULT_LEVEL
+    assert tflog.level_from_environment(verbose=True) is None
+    monkeypatch.setenv(tflog.LEVEL_VARIABLE, '1')
+    assert tflog.level_from_environment() == 1
+
+
+def test_the_default_model_is_a_catalogue_entry():
+    from slimnets import checkpoints
+    item = checkpoints.entry(registry.DEFAULT_MODEL)
+    assert (item.network, item.input_size) == ('mobilenet_v2', 224)
+    assert models.weights_for() == registry.DEFAULT_MODEL
+    assert models.weights_for(model='mobilenet_v1_0.25_128') == \
+        'mobilenet_v1_0.25_128'
+    assert models.weights_for('a/model.ckpt', 'mobilenet_v1') == 'a/model.ckpt'
+    with pytest.raises(inference.InputError, match='names a network'):
+        models.weights_for(model='mobilenet_v1')
+
+
+def test_classify_without_a_checkpoint_uses_the_default_model(
+        cli, tmp_path, monkeypatch, pretrained_dir):
+    """With nothing named, classify resolves DEFAULT_MODEL from the cache
+    (here: the recovered v2 1.0_224 weights placed where fetch puts them)."""
+    cache = tmp_path / 'cache'
+    target = cache / registry.DEFAULT_MODEL
+    target.mkdir(parents=True)
+    source = os.path.join(pretrained_dir, 'mobilenet_v2', '1.0_224')
+    for name in os.listdir(source):
+        if name.startswith('model.ckpt'):
+            os.symlink(os.path.join(source, name), str(target / name.replace(
+                'model.ckpt', registry.DEFAULT_MODEL + '.ckpt')))
+    monkeypatch.setenv('SLIMNETS_CACHE', str(cache))
+    completed = cli('classify', os.path.join(pretrained_dir, 'cat.bmp'),
+                    '--top-k', '1')
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.startswith('mobilenet_v2 (depth_multiplier=1.0) '
+                                       'at 224x224')
+    assert '286  Egyptian cat' in completed.stdout

@@ -27,7 +27,9 @@ import tensorflow.compat.v1 as tf
 
 from slimnets.checkpoints import identification
 from slimnets.checkpoints.errors import CheckpointError
-from slimnets.optimize import INPUT_SCALE_ATTR
+from slimnets import nets_factory
+from slimnets import registry
+from slimnets.graph_format import INPUT_SCALE_ATTR
 
 BATCH_NORM_EPSILON = 0.001
 _VARIABLE_SUFFIXES = ('weights', 'depthwise_weights', 'pointwise_weights',
@@ -114,7 +116,6 @@ def target_variables(shapes_or_layers, num_classes=None):
       shapes_or_layers: {name: shape} or [FoldedLayer] of recovered weights.
       num_classes: classes of the logits (default: from the weights).
     """
-    from slimnets import inference  # pylint: disable=import-outside-toplevel
     shapes = (_pseudo_shapes(shapes_or_layers)
               if isinstance(shapes_or_layers, list) else shapes_or_layers)
     identity = identification.identify(shapes)
@@ -128,15 +129,15 @@ def target_variables(shapes_or_layers, num_classes=None):
     if identity.finegrain:
         kwargs['finegrain_classification_mode'] = True
     identity = identity._replace(num_classes=classes if logits else None)
-    spec = inference.ModelSpec(identity.network, kwargs, 224, classes)
+    spec = registry.ModelSpec(identity.network, kwargs, 224, classes)
     scope = identity.scope
     with tf.Graph().as_default():
         images = tf.placeholder(tf.float32, [1, 224, 224, 3])
         if '/' in scope:
             with tf.variable_scope(scope.rsplit('/', 1)[0]):
-                inference.build_network(spec, images)
+                nets_factory.build_network(spec, images)
         else:
-            inference.build_network(spec, images)
+            nets_factory.build_network(spec, images)
         return identity, {v.op.name: v.shape.as_list()
                           for v in tf.global_variables()}
 

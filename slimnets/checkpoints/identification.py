@@ -14,15 +14,15 @@ candidate configuration, and keeping the one that explains them all.
 import collections
 
 from slimnets import mobilenet_v1
+from slimnets import registry
 from slimnets.mobilenet import conv_blocks
 from slimnets.mobilenet import mobilenet_v2
 from slimnets.mobilenet import mobilenet_v3
 
-NETWORK_ROOTS = ('MobilenetV1', 'MobilenetV2', 'MobilenetV3',
-                 'MobilenetEdgeTPU')
+NETWORK_ROOTS = registry.roots()
 SHADOW_SUFFIX = '/ExponentialMovingAverage'
 _QUANTIZATION_MARKERS = ('weights_quant', 'act_quant', '/min', '/max')
-_DEPTH_CANDIDATES = (1.0, 0.75, 0.5, 0.35, 0.25, 1.3, 1.4, 2.0, 0.1, 0.01)
+_DEPTH_CANDIDATES = registry.depth_candidates()
 
 Identity = collections.namedtuple('Identity', [
     'family',            # 'v1', 'v2', 'v3', 'edgetpu' or None
@@ -223,23 +223,22 @@ def identify(shapes):
     if scope is None:
         return Identity(None, None, None, None, None, False, None, None, None,
                         shadows, quantized, [])
-    root = scope.split('/')[-1]
+    family = {f.root: f.name for f in registry.FAMILIES.values()}[
+        scope.split('/')[-1]]
     local = _local_shapes(shapes, scope)
-    if root == 'MobilenetV1':
-        family, network = 'v1', 'mobilenet_v1'
+    if family == 'v1':
+        network = 'mobilenet_v1'
         variant, depth, finegrain = _v1_configuration(local)
-    elif root == 'MobilenetV2':
-        family, network = 'v2', 'mobilenet_v2'
+    elif family == 'v2':
+        network = 'mobilenet_v2'
         variant, depth, finegrain = _spec_configuration(
             local, ('V2_DEF',), mobilenet_v2)
-    elif root == 'MobilenetEdgeTPU':
-        family = 'edgetpu'
+    elif family == 'edgetpu':
         variant, depth, finegrain = _spec_configuration(
             local, ('V3_EDGETPU',), mobilenet_v3)
         network = 'mobilenet_edgetpu_075' if (
             depth == 0.75 and finegrain) else 'mobilenet_edgetpu'
     else:
-        family = 'v3'
         variant, depth, finegrain = _spec_configuration(
             local, _v3_variants_for(local), mobilenet_v3)
         network = _V3_NETWORKS.get(variant)

@@ -22,6 +22,7 @@ import re
 
 import numpy as np
 
+from slimnets import registry
 from slimnets.checkpoints import converters
 from slimnets.checkpoints import reader
 from slimnets.checkpoints.errors import CheckpointError
@@ -42,7 +43,7 @@ def keras_family(model):
                           'or v3)' % model.name)
 
 
-_ROOTS = {'v1': 'MobilenetV1', 'v2': 'MobilenetV2', 'v3': 'MobilenetV3'}
+_ROOTS = {name: registry.FAMILIES[name].root for name in ('v1', 'v2', 'v3')}
 
 
 def _v1_scope(name):

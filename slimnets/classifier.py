@@ -1,0 +1,91 @@
+"""`Classifier`: a restored classification graph fed with encoded images."""
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+from slimnets import checkpoints
+from slimnets import models
+from slimnets.errors import InputError
+from slimnets.images import decode_and_preprocess
+from slimnets.images import read_image_file
+
+
+class Classifier(object):
+    """A restored classification graph fed with encoded images.
+
+    Attributes:
+      spec: the `ModelSpec` built.
+      checkpoint: the restored checkpoint prefix.
+      restore_plan: what was restored (shadows used or not).
+    """
+
+    def __init__(self, checkpoint=None, model=None, image_size=None,
+                 moving_average='auto', cache_dir=None, progress=True):
+        """Builds and restores the classifier.
+
+        Args:
+          checkpoint: a checkpoint path or catalogue name; default `model`
+            when that is a catalogue name, else `models.DEFAULT_MODEL`
+            (fetched into the cache on first use).
+          model: a nets_factory or catalogue name (default: inferred).
+          image_size: input size (default: the model's).
+          moving_average: restore moving-average shadows: 'auto', True, False.
+        """
+        self.spec, self.checkpoint = models.model_spec(
+            model, models.weights_for(checkpoint, model), image_size,
+            cache_dir=cache_dir, progress=progress)
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            self.encoded = tf.placeholder(tf.string, [None], name='encoded')
+            self.images = tf.map_fn(
+                lambda e: decode_and_preprocess(e, self.spec.image_size),
+                self.encoded, fn_output_signature=tf.float32)
+            self.logits, _ = models.build_network(self.spec, self.images)
+            self.probabilities = tf.nn.softmax(self.logits)
+        self.session = tf.Session(graph=self.graph)
+        self.restore_plan = checkpoints.restore(
+            self.session, self.checkpoint, moving_average=moving_average)
+        self.graph.finalize()
+        self.class_names = models.class_names_for(self.checkpoint,
+                                                  self.spec.num_classes)
+
+    def close(self):
+        self.session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def predict(self, encoded_images, names=None):
+        """Class probabilities [N, num_classes] of encoded images.
+
+        Raises:
+          InputError: an image cannot be decoded (named by `names`).
+        """
+        try:
+            return self.session.run(self.probabilities,
+                                    {self.encoded: list(encoded_images)})
+        except tf.errors.InvalidArgumentError:
+            names = names or ['image %d' % i for i in range(len(encoded_images))]
+            for name, data in zip(names, encoded_images):
+                try:
+                    self.session.run(self.images, {self.encoded: [data]})
+                except tf.errors.InvalidArgumentError:
+                    raise InputError('cannot decode image %s: it is not a '
+                                     'JPEG, PNG, BMP or GIF file, or it is '
+                                     'damaged' % name) from None
+            raise
+
+    def classify_files(self, paths, top_k=5):
+        """[(path, [(index, label, probability)] * top_k)] for image files."""
+        data = [read_image_file(p) for p in paths]
+        probabilities = self.predict(data, names=paths)
+        names = self.class_names
+        results = []
+        for path, row in zip(paths, probabilities):
+            top = np.argsort(-row)[:top_k]
+            results.append((path, [(int(i), names[i] if names else str(i),
+                                    float(row[i])) for i in top]))
+        return results

@@ -1,0 +1,51 @@
+"""Top-1 / top-5 accuracy of a checkpoint on labelled images."""
+
+import numpy as np
+from tqdm import tqdm
+
+from slimnets.classifier import Classifier
+from slimnets.datasets import evaluation_examples
+from slimnets.errors import InputError
+from slimnets.images import read_image_file
+
+
+def evaluate(checkpoint, data, model=None, batch_size=32, max_images=None,
+             progress=True, moving_average='auto', cache_dir=None):
+    """Top-1 and top-5 accuracy of a checkpoint on labelled images.
+
+    Returns:
+      A dict: network, checkpoint, images, top1, top5, and the spec.
+    """
+    classifier = Classifier(checkpoint, model, moving_average=moving_average,
+                            cache_dir=cache_dir, progress=progress)
+    try:
+        examples = evaluation_examples(data, classifier.spec.num_classes,
+                                       classifier.class_names)
+        if max_images:
+            examples = examples[:max_images]
+        if not examples:
+            raise InputError('no images found in %s' % data)
+        top1 = top5 = 0
+        with tqdm(total=len(examples), unit='img', disable=not progress,
+                  leave=False) as bar:
+            for start in range(0, len(examples), batch_size):
+                batch = examples[start:start + batch_size]
+                encoded = [read_image_file(x) if isinstance(x, str) else x
+                           for x, _ in batch]
+                names = [x if isinstance(x, str) else 'record %d' % (start + i)
+                         for i, (x, _) in enumerate(batch)]
+                probabilities = classifier.predict(encoded, names)
+                ranked = np.argsort(-probabilities, axis=1)
+                for row, (_, label) in zip(ranked, batch):
+                    top1 += int(row[0] == label)
+                    top5 += int(label in row[:5])
+                bar.update(len(batch))
+        count = len(examples)
+        return {'network': classifier.spec.network,
+                'network_kwargs': classifier.spec.kwargs,
+                'image_size': classifier.spec.image_size,
+                'checkpoint': classifier.checkpoint,
+                'moving_average': classifier.restore_plan.moving_average,
+                'images': count, 'top1': top1 / count, 'top5': top5 / count}
+    finally:
+        classifier.close()

@@ -1,0 +1,12 @@
+"""Names that define slimnets' inference GraphDef (frozen, batch norm folded).
+
+`slimnets.optimize` writes graphs in this form; exports, runtimes and the
+checkpoint converters read them.  Kept here, below all of them, so a reader
+never has to import the writer.
+"""
+
+INPUT_NAME = 'input'              # [batch, size, size, 3] float32 in [-1, 1]
+OUTPUT_NAMES = ('logits', 'probabilities')  # [batch, num_classes]
+# Attribute on a convolution whose weights absorbed a constant scaling of its
+# input (hard-swish's * 1/6); converters divide it back out.
+INPUT_SCALE_ATTR = '_slimnets_input_scale'

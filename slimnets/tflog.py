@@ -1,0 +1,105 @@
+"""Keeps TensorFlow's C++ log lines off a command-line user's screen.
+
+TensorFlow 2.21 writes its start-up lines (oneDNN, CUDA probing, CPU
+features) from C++ straight to file descriptor 2, before `absl` reads
+`TF_CPP_MIN_LOG_LEVEL`, so the variable alone does not silence them.
+`filtered_stderr(level)` routes descriptor 2 through a small filter that
+drops C++ log lines below `level` (0 info, 1 warning, 2 error, 3 fatal) and
+passes everything else through unchanged; Python's own `sys.stderr`
+(tracebacks, warnings, progress bars) bypasses the filter entirely.
+
+Only the command line uses this; library code never touches descriptors.
+"""
+
+import contextlib
+import os
+import re
+import sys
+import threading
+
+LEVEL_VARIABLE = 'TF_CPP_MIN_LOG_LEVEL'
+DEFAULT_LEVEL = 3  # only fatal lines
+_SEVERITIES = 'IWEF'
+_CPP_LINE = re.compile(r'^([IWEF])\d{4} \S+\s+\d+ \S+:\d+\] ')
+_PREAMBLE = 'WARNING: All log messages before absl::InitializeLog()'
+_CONTINUATION = 'To enable the following instructions'
+
+
+def severity(line):
+    """0-3 for a TensorFlow C++ log line (or its continuation), else None."""
+    match = _CPP_LINE.match(line)
+    if match:
+        return _SEVERITIES.index(match.group(1))
+    if line.startswith(_PREAMBLE):
+        return 1
+    return None
+
+
+def level_from_environment(verbose=False):
+    """The level to filter at: None (filter nothing) with `verbose`, the
+    user's own TF_CPP_MIN_LOG_LEVEL when set, else DEFAULT_LEVEL."""
+    if verbose:
+        return None
+    value = os.environ.get(LEVEL_VARIABLE, '').strip()
+    return int(value) if value.isdigit() else DEFAULT_LEVEL
+
+
+def _pump(source, sink, level):
+    """Copies lines from descriptor `source` to `sink`, dropping C++ log
+    lines (and their continuation lines) below `level`."""
+    pending = b''
+    dropping = False
+    while True:
+        chunk = os.read(source, 65536)
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b'\n')
+        for raw in lines:
+            line = raw.decode('utf-8', 'replace')
+            found = severity(line)
+            if found is None and dropping and line.startswith(_CONTINUATION):
+                continue
+            dropping = found is not None and found < level
+            if not dropping:
+                os.write(sink, raw + b'\n')
+    if pending:
+        os.write(sink, pending)
+
+
+@contextlib.contextmanager
+def filtered_stderr(level):
+    """Within the block, C++ log lines below `level` are dropped.
+
+    Does nothing when `level` is None or when `sys.stderr` is not file
+    descriptor 2 (for example under a test harness that captures it).
+    """
+    try:
+        attached = level is not None and sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        attached = False
+    if not attached:
+        yield
+        return
+    os.environ.setdefault(LEVEL_VARIABLE, str(level))
+    sys.stderr.flush()
+    original = os.dup(2)
+    python_stderr = sys.stderr
+    sys.stderr = open(os.dup(original), 'w', buffering=1,  # noqa: SIM115
+                      encoding=python_stderr.encoding, errors='backslashreplace')
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    pump = threading.Thread(target=_pump, args=(read_end, original, level),
+                            name='slimnets-tflog', daemon=True)
+    pump.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = python_stderr
+        os.dup2(original, 2)   # closes the pipe's last write end
+        pump.join(timeout=5)
+        os.close(read_end)
+        os.close(original)

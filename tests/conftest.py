@@ -1,0 +1,94 @@
+"""Shared test fixtures: ../shared, the command line, graphs and sessions.
+
+* `../shared` is located once, in `reference.py` (`$SLIMNETS_SHARED` moves
+  it, or hides it when set to nothing); tests that need it skip with one
+  reason through the `shared_dir`, `reference_dir` and `pretrained_dir`
+  fixtures or `reference.require(path)`.
+* `cli` runs `slimnets ...` in this process (fast: TensorFlow is already
+  imported) and `cli_process` in a fresh one (for the few end-to-end tests
+  whose point is the installed program).  Both return `Completed(returncode,
+  stdout, stderr)`; `one_line_error` asserts a failure printed one line.
+* `session` gives a fresh graph and a session on it.
+"""
+
+import collections
+import contextlib
+import io
+import subprocess
+import sys
+
+import pytest
+import tensorflow.compat.v1 as tf
+
+import reference
+
+Completed = collections.namedtuple('Completed', ['returncode', 'stdout',
+                                                 'stderr'])
+
+
+def run_cli(*args):
+    """`slimnets ARGS` in this process."""
+    from slimnets import cli as cli_module
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            code = cli_module.main([str(a) for a in args])
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return Completed(code, stdout.getvalue(), stderr.getvalue())
+
+
+def run_cli_process(*args, cwd=None, env=None, timeout=600):
+    """`python -m slimnets ARGS` in a fresh process."""
+    completed = subprocess.run(
+        [sys.executable, '-m', 'slimnets'] + [str(a) for a in args],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+    return Completed(completed.returncode, completed.stdout, completed.stderr)
+
+
+def assert_one_line_error(completed, *fragments, status=1):
+    """The command failed with `status`, no traceback, and a last line
+    'slimnets CMD: error: ...' holding every fragment."""
+    assert completed.returncode == status, completed.stdout + completed.stderr
+    assert 'Traceback' not in completed.stderr
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last.startswith('slimnets ') and ': error: ' in last, last
+    for fragment in fragments:
+        assert fragment in last, last
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+@pytest.fixture
+def cli_process():
+    return run_cli_process
+
+
+@pytest.fixture
+def one_line_error():
+    return assert_one_line_error
+
+
+@pytest.fixture(scope='session')
+def shared_dir():
+    return reference.require(reference.SHARED)
+
+
+@pytest.fixture(scope='session')
+def reference_dir():
+    return reference.require(reference.REFERENCE)
+
+
+@pytest.fixture(scope='session')
+def pretrained_dir():
+    return reference.require(reference.PRETRAINED)
+
+
+@pytest.fixture
+def session():
+    """A session on a fresh default graph, closed afterwards."""
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as sess:
+        yield sess
