@@ -97,6 +97,7 @@ def _slim_runners(factory_name):
       ({'slim': fn(batch), 'frozen': fn(batch)}, measurements dict).
     """
     import tensorflow.compat.v1 as tf  # pylint: disable=import-outside-toplevel
+
     from slimnets import inference  # pylint: disable=import-outside-toplevel
     from slimnets import optimize  # pylint: disable=import-outside-toplevel
 

@@ -33,6 +33,7 @@ def _versions():
     import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     import tf_slim  # pylint: disable=import-outside-toplevel
+
     import slimnets  # pylint: disable=import-outside-toplevel
     return [('slimnets', slimnets.__version__), ('tensorflow', tf.__version__),
             ('keras', getattr(tf.keras, '__version__', 'unknown')),
@@ -50,6 +51,7 @@ def network_report(name, image_size=None, timing_runs=5):
     """
     import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow.compat.v1 as tf  # pylint: disable=import-outside-toplevel
+
     from slimnets import analysis  # pylint: disable=import-outside-toplevel
     from slimnets import nets_factory  # pylint: disable=import-outside-toplevel
 
@@ -141,6 +143,7 @@ def _slim_batch_norm_status():
     """Builds and runs slimnets' batch_norm once; 'works' or the error."""
     import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow.compat.v1 as tf  # pylint: disable=import-outside-toplevel
+
     from slimnets import slim  # pylint: disable=import-outside-toplevel
     with tf.Graph().as_default():
         try:
@@ -178,6 +181,7 @@ def _format_kwargs(kwargs):
 
 def command_eval(args):
     import json  # pylint: disable=import-outside-toplevel
+
     from slimnets import inference  # pylint: disable=import-outside-toplevel
     result = inference.evaluate(args.checkpoint, args.data, args.model,
                                 batch_size=args.batch_size,
@@ -202,6 +206,7 @@ def command_inspect(args):
     print(checkpoints.format_info(info))
     if args.model:
         import tensorflow.compat.v1 as tf  # pylint: disable=import-outside-toplevel
+
         from slimnets import inference  # pylint: disable=import-outside-toplevel
         spec, _ = inference.model_spec(args.model)
         spec = spec._replace(
@@ -265,6 +270,7 @@ def command_export(args):
 
 def command_train(args):
     import logging  # pylint: disable=import-outside-toplevel
+
     from slimnets import training  # pylint: disable=import-outside-toplevel
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     options = {name: getattr(args, name) for name in train_config.TrainConfig._fields

@@ -21,6 +21,7 @@ import collections
 
 import numpy as np
 import tensorflow.compat.v1 as tf
+
 # The non-deprecated freezing entry point (tf.compat.v1.graph_util's is a
 # deprecated alias of it).
 from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import

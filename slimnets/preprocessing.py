@@ -68,10 +68,18 @@ def distort_color(image, color_ordering=0, fast_mode=True, scope=None):
     Returns:
       [H, W, 3] float in [0, 1].
     """
-    brightness = lambda x: tf.image.random_brightness(x, max_delta=32. / 255.)
-    saturation = lambda x: tf.image.random_saturation(x, lower=0.5, upper=1.5)
-    hue = lambda x: tf.image.random_hue(x, max_delta=0.2)
-    contrast = lambda x: tf.image.random_contrast(x, lower=0.5, upper=1.5)
+    def brightness(x):
+        return tf.image.random_brightness(x, max_delta=32. / 255.)
+
+    def saturation(x):
+        return tf.image.random_saturation(x, lower=0.5, upper=1.5)
+
+    def hue(x):
+        return tf.image.random_hue(x, max_delta=0.2)
+
+    def contrast(x):
+        return tf.image.random_contrast(x, lower=0.5, upper=1.5)
+
     if fast_mode:
         orders = [[brightness, saturation], [saturation, brightness]]
     else:

@@ -87,7 +87,7 @@ def _optimizer(config, learning_rate):
 
 def _dataset(examples, config):
     sources = [e for e, _ in examples]
-    labels = np.array([l for _, l in examples], np.int64)
+    labels = np.array([label for _, label in examples], np.int64)
     from_files = isinstance(sources[0], str)
     dataset = tf.data.Dataset.from_tensor_slices((sources, labels))
     dataset = dataset.shuffle(len(examples), seed=config.seed,

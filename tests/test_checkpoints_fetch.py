@@ -17,7 +17,6 @@ import tensorflow.compat.v1 as tf
 from slimnets import checkpoints
 from slimnets import nets_factory
 
-
 # ---------------------------------------------------------------- catalogue
 
 def test_catalogue_lists_every_published_archive():

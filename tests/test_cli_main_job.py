@@ -232,7 +232,7 @@ def test_inspect_identifies_and_diffs(cli):
 def test_list_shows_the_catalogue(cli):
     completed = cli('list')
     assert completed.returncode == 0
-    rows = [l for l in completed.stdout.splitlines()[1:] if l.strip()]
+    rows = [row for row in completed.stdout.splitlines()[1:] if row.strip()]
     assert len(rows) == 87
     row = [r for r in rows if r.startswith('mobilenet_v1_1.0_224 ')][0].split()
     assert row[1:9] == ['v1', '1.0', '224', 'float', '569', '4.24', '70.9', '89.9']

@@ -11,7 +11,6 @@ from slimnets.mobilenet import mobilenet_v3
 import reference
 
 
-
 def _under(scope_fn, network, **kwargs):
     def build(images):
         with slim.arg_scope(scope_fn(is_training=False)):

@@ -8,7 +8,6 @@ from slimnets import slim
 import reference
 
 
-
 def _classifier(network, **kwargs):
     def build(images):
         with slim.arg_scope(mobilenet_v1.mobilenet_v1_arg_scope(

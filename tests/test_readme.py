@@ -48,3 +48,13 @@ def test_classify_example_prints_the_expected_top5():
         assert abs(float(got.split()[-1]) - float(documented.split()[-1])) \
             < 0.01
     assert [line.split()[0] for line in printed[:3]] == ['282', '283', '286']
+
+
+def test_classifier_example_runs():
+    reference.require(os.path.join(reference.PRETRAINED, 'mobilenet_v2'))
+    code = _block_after('<!-- example: classifier')
+    completed = subprocess.run([sys.executable, '-c', code],
+                               cwd=reference.REPO_ROOT, capture_output=True,
+                               text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "(286, 'Egyptian cat', 0.78" in completed.stdout

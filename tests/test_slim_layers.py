@@ -1,9 +1,7 @@
 """Conformance of `slimnets.slim`: each exported function built and run in a graph."""
 
-import os
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import pytest
@@ -224,7 +222,7 @@ class TestVariables(object):
 
     def test_variable_and_model_variable(self):
         with tf.Graph().as_default():
-            plain = slim.variable(
+            slim.variable(
                 'plain', [2], collections=[tf.GraphKeys.GLOBAL_VARIABLES, 'extra'])
             model = slim.model_variable('model', [3],
                                         initializer=tf.ones_initializer())

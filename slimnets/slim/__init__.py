@@ -18,16 +18,16 @@ Nothing here patches tf_slim.  Code that must keep `import tf_slim` calls
 
 # pylint: disable=wildcard-import,unused-wildcard-import,g-import-not-at-top
 import tf_slim as _tf_slim
-from tf_slim.layers import *  # noqa: F401,F403  (the full tf_slim layer API)
-from tf_slim.ops.variables import *  # noqa: F401,F403
 from tf_slim import evaluation
 from tf_slim import learning
 from tf_slim import losses
 from tf_slim import metrics
 from tf_slim import summaries
 from tf_slim import training
-from tf_slim.ops import arg_scope as arg_scope_lib
+from tf_slim.layers import *  # noqa: F401,F403  (the full tf_slim layer API)
 from tf_slim.layers import utils
+from tf_slim.ops import arg_scope as arg_scope_lib
+from tf_slim.ops.variables import *  # noqa: F401,F403
 
 from slimnets.slim._graph_mode import EagerExecutionError
 from slimnets.slim._graph_mode import ensure_graph_mode

@@ -27,14 +27,14 @@ What the reference did, and what this implementation keeps:
 import numpy as np
 import tensorflow.compat.v1 as tf
 import tf_slim
-from tf_slim.layers import utils as slim_utils
-from tf_slim.ops import variables as slim_variables
-
-from slimnets.slim._graph_mode import ensure_graph_mode
 
 # tensorflow.python.training.moving_averages is the only implementation of
 # zero-debiased moving averages (ExponentialMovingAverage uses it too).
 from tensorflow.python.training import moving_averages  # pylint: disable=g-direct-tensorflow-import
+from tf_slim.layers import utils as slim_utils
+from tf_slim.ops import variables as slim_variables
+
+from slimnets.slim._graph_mode import ensure_graph_mode
 
 DATA_FORMAT_NHWC = 'NHWC'
 DATA_FORMAT_NCHW = 'NCHW'

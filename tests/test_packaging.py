@@ -1,0 +1,36 @@
+"""Every install carries the catalogue and the labels (package data)."""
+
+import importlib.resources
+import json
+import subprocess
+import sys
+import zipfile
+
+import reference
+
+PACKAGE_DATA = ('slimnets/data/catalogue.json',
+                'slimnets/data/imagenet_labels.tsv',
+                'slimnets/data/PROVENANCE.md')
+
+
+def test_the_wheel_holds_the_catalogue_and_the_labels(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, '-m', 'pip', 'wheel', '--no-deps',
+         '--no-build-isolation', '--no-index', '-w', str(tmp_path),
+         reference.REPO_ROOT], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    wheels = list(tmp_path.glob('slimnets-*.whl'))
+    assert len(wheels) == 1, completed.stdout
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        names = set(wheel.namelist())
+        for path in PACKAGE_DATA:
+            assert path in names, sorted(names)
+        catalogue = json.loads(wheel.read('slimnets/data/catalogue.json'))
+    assert len(catalogue['checkpoints']) == 87
+    assert not [n for n in names if n.startswith('checkpoints/')]
+
+
+def test_the_installed_package_reads_its_data_through_resources():
+    root = importlib.resources.files('slimnets')
+    for path in PACKAGE_DATA:
+        assert root.joinpath(*path.split('/')[1:]).is_file(), path
