@@ -22,7 +22,9 @@ import tensorflow.compat.v1 as tf
 from slimnets import checkpoints
 from slimnets import datasets
 from slimnets import models
+from slimnets import nets_factory
 from slimnets import preprocessing
+from slimnets import slim
 from slimnets.errors import InputError
 from slimnets.train_config import DECAY_TYPES
 from slimnets.train_config import DEFAULTS
@@ -125,8 +127,6 @@ def _build(spec, images, config):
     `fine_tune_batch_norm=False` keeps batch norm (and dropout) in inference
     mode, as DeepLab does for small batches.
     """
-    from slimnets import nets_factory  # pylint: disable=import-outside-toplevel
-    from slimnets import slim  # pylint: disable=import-outside-toplevel
     arg_scope = nets_factory.arg_scopes_map[spec.network](
         weight_decay=config.weight_decay)
     batch_norm_args = {}

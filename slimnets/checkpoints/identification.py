@@ -15,6 +15,7 @@ import collections
 
 from slimnets import mobilenet_v1
 from slimnets import registry
+from slimnets.checkpoints.registry import catalogue
 from slimnets.mobilenet import conv_blocks
 from slimnets.mobilenet import mobilenet_v2
 from slimnets.mobilenet import mobilenet_v3
@@ -193,7 +194,6 @@ def _head_width(local, family):
 
 
 def _catalogue_names(network, depth, quantized):
-    from slimnets.checkpoints.registry import catalogue  # pylint: disable=import-outside-toplevel
     if network is None or depth is None:
         return []
     names = []
