@@ -13,6 +13,9 @@ Errors are one line on stderr and exit status 1.
 """
 
 import argparse
+import json
+import os
+import re
 import sys
 import time
 
@@ -23,6 +26,90 @@ from slimnets import registry
 from slimnets import tflog
 from slimnets import train_config
 from slimnets.errors import SlimnetsError
+
+# ---------------------------------------------------------------- arguments
+# Every numeric option is range-checked where it is parsed: a bad value is a
+# usage error (one line, exit status 2) before any work starts.
+
+MIN_IMAGE_SIZE = 32      # the networks downsample by 32
+MAX_IMAGE_SIZE = 2048
+
+
+def _number(kind, low=None, high=None, low_open=False, what='a number'):
+    """An argparse type: `kind` within [low, high] (or (low, high])."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError('%r is not %s' % (text, what)) \
+                from None
+        if value != value or (low is not None and (
+                value < low or (low_open and value == low))) or (
+                high is not None and value > high):
+            bounds = ('> %s' % low if low_open else '>= %s' % low) \
+                if high is None else '%s %s..%s' % (
+                    'in (' if low_open else 'in', low, high)
+            raise argparse.ArgumentTypeError('%s must be %s' % (text, bounds))
+        return value
+    parse.__name__ = what
+    return parse
+
+
+positive_int = _number(int, 1, what='a whole number >= 1')
+non_negative_int = _number(int, 0, what='a whole number >= 0')
+positive_float = _number(float, 0.0, low_open=True, what='a number > 0')
+fraction = _number(float, 0.0, 1.0, low_open=True, what='a number in (0, 1]')
+image_size = _number(int, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE,
+                     what='an image size in pixels')
+
+
+def writable_file(text):
+    """An output file path whose folder exists and is writable."""
+    folder = os.path.dirname(os.path.abspath(text)) or '.'
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(
+            'cannot write %s: the folder %s does not exist' % (text, folder))
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(
+            'cannot write %s: the folder %s is not writable' % (text, folder))
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError('%s is a folder, not a file' % text)
+    return text
+
+
+def url(text):
+    """An http(s) or file URL."""
+    if not re.match(r'^(https?|file)://\S+$', text):
+        raise argparse.ArgumentTypeError(
+            '%r is not a URL (expected http://, https:// or file://...)' % text)
+    return text
+
+
+non_negative_float = _number(float, 0.0, what='a number >= 0')
+unit_interval = _number(float, 0.0, 1.0, what='a number in 0..1')
+
+# The type (and so the valid range) of each fine-tuning option; the rest
+# are positive numbers.
+_TRAIN_OPTION_TYPES = {
+    'optimizer': str, 'learning_rate_decay_type': str,
+    'batch_size': positive_int, 'max_steps': positive_int,
+    'save_every_steps': positive_int, 'log_every_n_steps': positive_int,
+    'image_size': image_size, 'seed': non_negative_int,
+    'weight_decay': non_negative_float, 'label_smoothing': unit_interval,
+    'learning_rate_decay_factor': fraction, 'moving_average_decay': fraction,
+    'batch_norm_decay': fraction, 'momentum': unit_interval,
+    'rmsprop_momentum': unit_interval, 'rmsprop_decay': fraction,
+    'adam_beta1': unit_interval, 'adam_beta2': unit_interval,
+    'adadelta_rho': fraction, 'end_learning_rate': non_negative_float,
+}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, '%s: error: %s (see %s --help)\n' % (
+            self.prog, message, self.prog))
 
 
 class CommandError(SlimnetsError):
@@ -180,12 +267,11 @@ def _format_kwargs(kwargs):
 
 
 def command_eval(args):
-    import json  # pylint: disable=import-outside-toplevel
-
     from slimnets import inference  # pylint: disable=import-outside-toplevel
     result = inference.evaluate(args.checkpoint, args.data, args.model,
                                 batch_size=args.batch_size,
                                 max_images=args.max_images,
+                                image_size=args.image_size,
                                 progress=not args.no_progress,
                                 cache_dir=args.cache_dir)
     print('%-12s %s %s' % ('network', result['network'],
@@ -298,11 +384,11 @@ def command_train(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog='slimnets',
         description='TF-Slim MobileNets (v1, v2, v3, EdgeTPU) on current '
                     'TensorFlow.')
-    common = argparse.ArgumentParser(add_help=False)
+    common = ArgumentParser(add_help=False)
     common.add_argument('--verbose', action='store_true',
                         help="show TensorFlow's own log lines")
     common.add_argument('--debug', action='store_true',
@@ -323,7 +409,7 @@ def build_parser():
                     'variables, endpoints and speed.')
     doctor.add_argument('--networks', nargs='+', metavar='NAME',
                         help='only these factory networks')
-    doctor.add_argument('--image-size', type=int, default=None,
+    doctor.add_argument('--image-size', type=image_size, default=None,
                         help='input size (default: each network\'s own)')
     doctor.set_defaults(handler=command_doctor)
 
@@ -336,7 +422,7 @@ def build_parser():
                            'else %s, fetched on first use)' % registry.DEFAULT_MODEL))
         command.add_argument('--model', help='a nets_factory or catalogue '
                              'name (default: inferred from the checkpoint)')
-        command.add_argument('--image-size', type=int,
+        command.add_argument('--image-size', type=image_size,
                              help='input size (default: the catalogue\'s, a '
                                   'published-style path\'s, else 224)')
 
@@ -351,7 +437,7 @@ def build_parser():
                     '(central crop 0.875, TF1 bilinear resize, [-1, 1]).')
     classify.add_argument('images', nargs='+', metavar='IMAGE')
     add_model_arguments(classify, checkpoint_required=False)
-    classify.add_argument('--top-k', type=int, default=5)
+    classify.add_argument('--top-k', type=positive_int, default=5)
     add_cache_argument(classify)
     classify.set_defaults(handler=command_classify)
 
@@ -363,9 +449,10 @@ def build_parser():
     add_model_arguments(evaluate)
     evaluate.add_argument('--data', required=True,
                           help='class-folder tree, TFRecord file or folder')
-    evaluate.add_argument('--batch-size', type=int, default=32)
-    evaluate.add_argument('--max-images', type=int)
-    evaluate.add_argument('--json', help='also write the results here')
+    evaluate.add_argument('--batch-size', type=positive_int, default=32)
+    evaluate.add_argument('--max-images', type=positive_int)
+    evaluate.add_argument('--json', type=writable_file,
+                          help='also write the results here')
     evaluate.add_argument('--no-progress', action='store_true')
     add_cache_argument(evaluate)
     evaluate.set_defaults(handler=command_eval)
@@ -394,7 +481,8 @@ def build_parser():
         description='Download and unpack a published checkpoint (once); '
                     'prints its prefix.')
     fetch.add_argument('name', metavar='NAME')
-    fetch.add_argument('--url', help='download from this mirror instead')
+    fetch.add_argument('--url', type=url,
+                       help='download from this mirror instead')
     fetch.add_argument('--no-progress', action='store_true')
     add_cache_argument(fetch)
     fetch.set_defaults(handler=command_fetch)
@@ -407,7 +495,7 @@ def build_parser():
     export.add_argument('--format', required=True,
                         choices=('frozen', 'saved_model', 'tflite'))
     export.add_argument('--output', required=True)
-    export.add_argument('--batch-size', type=int,
+    export.add_argument('--batch-size', type=positive_int,
                         help='fixed batch size (default: any)')
     export.add_argument('--quantization',
                         choices=('float16', 'dynamic', 'int8'),
@@ -432,7 +520,7 @@ def build_parser():
                        'catalogue name); omit to train from scratch')
     train.add_argument('--model', help='nets_factory or catalogue name '
                        '(default: inferred from the checkpoint)')
-    train.add_argument('--num-classes', type=int,
+    train.add_argument('--num-classes', type=positive_int,
                        help='classes of the new head (default: the data\'s)')
     train.add_argument('--checkpoint-exclude-scopes',
                        help='comma list of scopes not restored (default: the '
@@ -443,9 +531,7 @@ def build_parser():
     for name, value in train_config.DEFAULTS._asdict().items():
         if name == 'fine_tune_batch_norm':
             continue
-        kind = {'optimizer': str, 'learning_rate_decay_type': str}.get(
-            name, float if isinstance(value, float) or value is None and
-            name in ('moving_average_decay', 'batch_norm_decay') else int)
+        kind = _TRAIN_OPTION_TYPES.get(name, positive_float)
         choices = {'optimizer': train_config.OPTIMIZERS,
                    'learning_rate_decay_type': train_config.DECAY_TYPES}.get(name)
         train.add_argument('--' + name.replace('_', '-'), type=kind,

@@ -10,13 +10,18 @@ from slimnets.images import read_image_file
 
 
 def evaluate(checkpoint, data, model=None, batch_size=32, max_images=None,
-             progress=True, moving_average='auto', cache_dir=None):
+             progress=True, moving_average='auto', cache_dir=None,
+             image_size=None):
     """Top-1 and top-5 accuracy of a checkpoint on labelled images.
 
     Returns:
       A dict: network, checkpoint, images, top1, top5, and the spec.
     """
-    classifier = Classifier(checkpoint, model, moving_average=moving_average,
+    if batch_size < 1 or (max_images is not None and max_images < 1):
+        raise InputError('batch_size and max_images must be at least 1 '
+                         '(got %s and %s)' % (batch_size, max_images))
+    classifier = Classifier(checkpoint, model, image_size=image_size,
+                            moving_average=moving_average,
                             cache_dir=cache_dir, progress=progress)
     try:
         examples = evaluation_examples(data, classifier.spec.num_classes,

@@ -24,6 +24,8 @@ def decode_and_preprocess(encoded, image_size):
 
 def read_image_file(path):
     """The bytes of an image file; InputError when it is missing."""
+    if os.path.isdir(path):
+        raise InputError('%s is a folder, not an image file' % path)
     if not os.path.isfile(path):
         raise InputError('image not found: %s' % path)
     with open(path, 'rb') as handle:

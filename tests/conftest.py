@@ -52,7 +52,7 @@ def assert_one_line_error(completed, *fragments, status=1):
     assert completed.returncode == status, completed.stdout + completed.stderr
     assert 'Traceback' not in completed.stderr
     last = completed.stderr.strip().splitlines()[-1]
-    assert last.startswith('slimnets ') and ': error: ' in last, last
+    assert last.startswith('slimnets') and ': error: ' in last, last
     for fragment in fragments:
         assert fragment in last, last
 
