@@ -6,8 +6,10 @@ import tensorflow.compat.v1 as tf
 from slimnets import checkpoints
 from slimnets import models
 from slimnets.errors import InputError
-from slimnets.images import decode_and_preprocess
+from slimnets.images import MAX_PIXELS
+from slimnets.images import check_image
 from slimnets.images import read_image_file
+from slimnets.preprocessing import decode_and_preprocess
 
 
 class Classifier(object):
@@ -20,7 +22,8 @@ class Classifier(object):
     """
 
     def __init__(self, checkpoint=None, model=None, image_size=None,
-                 moving_average='auto', cache_dir=None, progress=True):
+                 moving_average='auto', cache_dir=None, progress=True,
+                 max_pixels=MAX_PIXELS):
         """Builds and restores the classifier.
 
         Args:
@@ -30,7 +33,10 @@ class Classifier(object):
           model: a nets_factory or catalogue name (default: inferred).
           image_size: input size (default: the model's).
           moving_average: restore moving-average shadows: 'auto', True, False.
+          max_pixels: images whose header names more pixels are refused
+            before decoding.
         """
+        self.max_pixels = max_pixels
         self.spec, self.checkpoint = models.model_spec(
             model, models.weights_for(checkpoint, model), image_size,
             cache_dir=cache_dir, progress=progress)
@@ -64,11 +70,14 @@ class Classifier(object):
         Raises:
           InputError: an image cannot be decoded (named by `names`).
         """
+        encoded_images = list(encoded_images)
+        names = names or ['image %d' % i for i in range(len(encoded_images))]
+        for name, data in zip(names, encoded_images):
+            check_image(data, name, self.max_pixels)
         try:
             return self.session.run(self.probabilities,
-                                    {self.encoded: list(encoded_images)})
+                                    {self.encoded: encoded_images})
         except tf.errors.InvalidArgumentError:
-            names = names or ['image %d' % i for i in range(len(encoded_images))]
             for name, data in zip(names, encoded_images):
                 try:
                     self.session.run(self.images, {self.encoded: [data]})
@@ -78,14 +87,20 @@ class Classifier(object):
                                      'damaged' % name) from None
             raise
 
-    def classify_files(self, paths, top_k=5):
-        """[(path, [(index, label, probability)] * top_k)] for image files."""
-        data = [read_image_file(p) for p in paths]
-        probabilities = self.predict(data, names=paths)
+    def iter_classify_files(self, paths, top_k=5, batch_size=16):
+        """Yields (path, [(index, label, probability)] * top_k) per image
+        file, reading and decoding `batch_size` files at a time (memory
+        stays flat however many paths are given)."""
         names = self.class_names
-        results = []
-        for path, row in zip(paths, probabilities):
-            top = np.argsort(-row)[:top_k]
-            results.append((path, [(int(i), names[i] if names else str(i),
-                                    float(row[i])) for i in top]))
-        return results
+        for start in range(0, len(paths), batch_size):
+            batch = paths[start:start + batch_size]
+            probabilities = self.predict([read_image_file(p) for p in batch],
+                                         names=batch)
+            for path, row in zip(batch, probabilities):
+                top = np.argsort(-row)[:top_k]
+                yield path, [(int(i), names[i] if names else str(i),
+                              float(row[i])) for i in top]
+
+    def classify_files(self, paths, top_k=5, batch_size=16):
+        """[(path, [(index, label, probability)] * top_k)] for image files."""
+        return list(self.iter_classify_files(paths, top_k, batch_size))

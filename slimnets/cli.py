@@ -22,6 +22,7 @@ import time
 # Only modules that do not import TensorFlow are imported here, so that
 # `slimnets --help` and `slimnets CMD --help` answer at once; each command
 # imports the (TensorFlow) modules it uses when it runs.
+from slimnets import images as image_files
 from slimnets import registry
 from slimnets import tflog
 from slimnets import train_config
@@ -248,18 +249,22 @@ def _slim_batch_norm_status():
 def command_classify(args):
     from slimnets import inference  # pylint: disable=import-outside-toplevel
     for path in args.images:
-        inference.read_image_file(path)  # a missing image fails first
+        if not os.path.isfile(path):  # a missing image fails before the model
+            inference.read_image_file(path)
     with inference.Classifier(args.checkpoint, args.model, args.image_size,
-                              cache_dir=args.cache_dir) as classifier:
+                              cache_dir=args.cache_dir,
+                              max_pixels=args.max_pixels) as classifier:
         spec = classifier.spec
         print('%s %s at %dx%d, %s' % (
             spec.network, _format_kwargs(spec.kwargs), spec.image_size,
             spec.image_size, 'moving-average weights'
             if classifier.restore_plan.moving_average else 'weights'))
-        for path, top in classifier.classify_files(args.images, args.top_k):
+        for path, top in classifier.iter_classify_files(args.images,
+                                                        args.top_k):
             print(path)
             for index, label, probability in top:
                 print('  %5d  %-40s %.4f' % (index, label[:40], probability))
+            sys.stdout.flush()
 
 
 def _format_kwargs(kwargs):
@@ -272,6 +277,7 @@ def command_eval(args):
                                 batch_size=args.batch_size,
                                 max_images=args.max_images,
                                 image_size=args.image_size,
+                                max_pixels=args.max_pixels,
                                 progress=not args.no_progress,
                                 cache_dir=args.cache_dir)
     print('%-12s %s %s' % ('network', result['network'],
@@ -426,6 +432,13 @@ def build_parser():
                              help='input size (default: the catalogue\'s, a '
                                   'published-style path\'s, else 224)')
 
+
+    def add_max_pixels(command):
+        command.add_argument('--max-pixels', type=positive_int,
+                             default=image_files.MAX_PIXELS,
+                             help='refuse larger images before decoding them '
+                                  '(default %(default)s)')
+
     def add_cache_argument(command):
         command.add_argument('--cache-dir', help='checkpoint cache (default: '
                              '$SLIMNETS_CACHE, else checkpoints/ of a source '
@@ -437,6 +450,7 @@ def build_parser():
                     '(central crop 0.875, TF1 bilinear resize, [-1, 1]).')
     classify.add_argument('images', nargs='+', metavar='IMAGE')
     add_model_arguments(classify, checkpoint_required=False)
+    add_max_pixels(classify)
     classify.add_argument('--top-k', type=positive_int, default=5)
     add_cache_argument(classify)
     classify.set_defaults(handler=command_classify)
@@ -447,6 +461,7 @@ def build_parser():
                     '(synset ids or label names) or slim TFRecords '
                     '(image/encoded, image/class/label).')
     add_model_arguments(evaluate)
+    add_max_pixels(evaluate)
     evaluate.add_argument('--data', required=True,
                           help='class-folder tree, TFRecord file or folder')
     evaluate.add_argument('--batch-size', type=positive_int, default=32)

@@ -6,12 +6,13 @@ from tqdm import tqdm
 from slimnets.classifier import Classifier
 from slimnets.datasets import evaluation_examples
 from slimnets.errors import InputError
+from slimnets.images import MAX_PIXELS
 from slimnets.images import read_image_file
 
 
 def evaluate(checkpoint, data, model=None, batch_size=32, max_images=None,
              progress=True, moving_average='auto', cache_dir=None,
-             image_size=None):
+             image_size=None, max_pixels=MAX_PIXELS):
     """Top-1 and top-5 accuracy of a checkpoint on labelled images.
 
     Returns:
@@ -22,7 +23,8 @@ def evaluate(checkpoint, data, model=None, batch_size=32, max_images=None,
                          '(got %s and %s)' % (batch_size, max_images))
     classifier = Classifier(checkpoint, model, image_size=image_size,
                             moving_average=moving_average,
-                            cache_dir=cache_dir, progress=progress)
+                            cache_dir=cache_dir, progress=progress,
+                            max_pixels=max_pixels)
     try:
         examples = evaluation_examples(data, classifier.spec.num_classes,
                                        classifier.class_names)

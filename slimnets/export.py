@@ -20,6 +20,7 @@ import tensorflow.compat.v1 as tf
 from slimnets import images as images_lib
 from slimnets import models
 from slimnets import optimize
+from slimnets import preprocessing
 from slimnets.errors import ExportError  # noqa: F401  (public here too)
 from slimnets.errors import InputError
 
@@ -52,7 +53,7 @@ def representative_images(folder, image_size, limit=64):
                                    'dataset' % folder)
     with tf.Graph().as_default(), tf.Session() as sess:
         encoded = tf.placeholder(tf.string, [])
-        image = images_lib.decode_and_preprocess(encoded, image_size)
+        image = preprocessing.decode_and_preprocess(encoded, image_size)
         return np.stack([sess.run(image, {encoded: images_lib.read_image_file(p)})
                          for p in paths])
 

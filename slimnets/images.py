@@ -1,25 +1,74 @@
-"""Image files: reading them, and decoding plus preprocessing in the graph.
+"""Image files: finding, reading and size-checking them before decoding.
 
-The networks take [N, size, size, 3] float images in [-1, 1]; these helpers
-turn encoded files (JPEG, PNG, BMP, GIF) into that with Inception eval
-preprocessing (`slimnets.preprocessing`).
+Decoding and preprocessing happen in the graph
+(`slimnets.preprocessing.decode_and_preprocess`).  This module does not
+import TensorFlow, so the command line can use its limits.
 """
 
 import os
+import struct
 
-import tensorflow.compat.v1 as tf
-
-from slimnets import preprocessing
 from slimnets.errors import InputError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 
+# The largest image decoded by default (pixels): a 20000x20000 PNG of a few
+# MB would otherwise take gigabytes to decode.  --max-pixels changes it.
+MAX_PIXELS = 50_000_000
 
-def decode_and_preprocess(encoded, image_size):
-    """Encoded image bytes (scalar string) -> [size, size, 3] in [-1, 1]."""
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return preprocessing.preprocess_for_eval(image, image_size, image_size)
+# JPEG start-of-frame markers (the ones that carry the image size).
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(data):
+    position = 2
+    while position + 9 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:                       # fill byte
+            position += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            position += 2                        # markers without a length
+            continue
+        length = struct.unpack('>H', data[position + 2:position + 4])[0]
+        if marker in _JPEG_FRAMES:
+            height, width = struct.unpack('>HH', data[position + 5:position + 9])
+            return width, height
+        position += 2 + length
+    return None
+
+
+def header_size(data):
+    """(width, height) read from the header of encoded JPEG, PNG, GIF or
+    BMP bytes without decoding them, or None for anything else."""
+    if data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) >= 24:
+        return struct.unpack('>II', data[16:24])
+    if data[:6] in (b'GIF87a', b'GIF89a') and len(data) >= 10:
+        return struct.unpack('<HH', data[6:10])
+    if data[:2] == b'BM' and len(data) >= 26:
+        if struct.unpack('<I', data[14:18])[0] == 12:   # OS/2 header
+            return struct.unpack('<HH', data[18:22])
+        width, height = struct.unpack('<ii', data[18:26])
+        return abs(width), abs(height)
+    if data[:2] == b'\xff\xd8':
+        return _jpeg_size(data)
+    return None
+
+
+def check_image(data, name, max_pixels=MAX_PIXELS):
+    """Refuses, from its header, an image larger than `max_pixels`.
+
+    Raises:
+      InputError: the header names more than `max_pixels` pixels.
+    """
+    size = header_size(data)
+    if size is not None and max_pixels and size[0] * size[1] > max_pixels:
+        raise InputError('%s is %dx%d pixels, more than the %d allowed; '
+                         'shrink it, or raise --max-pixels' % (
+                             name, size[0], size[1], max_pixels))
+    return data
 
 
 def read_image_file(path):

@@ -21,7 +21,6 @@ from slimnets.datasets import evaluation_examples
 from slimnets.errors import InputError
 from slimnets.evaluation import evaluate
 from slimnets.images import IMAGE_EXTENSIONS
-from slimnets.images import decode_and_preprocess
 from slimnets.images import read_image_file
 from slimnets.models import DEFAULT_MODEL
 from slimnets.models import LABELS_FILE
@@ -35,6 +34,7 @@ from slimnets.models import read_model_file
 from slimnets.models import size_from_name
 from slimnets.models import weights_for
 from slimnets.models import write_model_file
+from slimnets.preprocessing import decode_and_preprocess
 
 __all__ = [
     'Classifier', 'DEFAULT_MODEL', 'IMAGE_EXTENSIONS', 'InputError',

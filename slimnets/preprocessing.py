@@ -189,3 +189,10 @@ def preprocess_image(image, height, width, is_training=False, bbox=None,
                                     use_grayscale=use_grayscale)
     return preprocess_for_eval(image, height, width, central_crop=crop_image,
                                use_grayscale=use_grayscale)
+
+
+def decode_and_preprocess(encoded, image_size):
+    """Encoded image bytes (scalar string) -> [size, size, 3] in [-1, 1]."""
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return preprocess_for_eval(image, image_size, image_size)
