@@ -174,15 +174,16 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
     num_classes = num_classes or len(class_names)
     if len(class_names) > num_classes:
         raise InputError('the data has %d classes but num_classes '
-                                   'is %d' % (len(class_names), num_classes))
+                         'is %d' % (len(class_names), num_classes))
     if checkpoint is None and model is None:
         raise InputError('give --checkpoint to fine-tune or --model '
-                                   'to train from scratch')
+                         'to train from scratch')
     spec, prefix = models.model_spec(model, checkpoint, config.image_size,
-                                        cache_dir=cache_dir, progress=progress)
+                                     cache_dir=cache_dir, progress=progress)
     source_classes = spec.num_classes
     spec = spec._replace(num_classes=num_classes)
     config = config._replace(image_size=spec.image_size)
+    check_resumable(train_dir, spec, class_names)
     os.makedirs(train_dir, exist_ok=True)
     with open(os.path.join(train_dir, LABELS_FILE), 'w') as handle:
         handle.write('\n'.join(class_names) + '\n')
@@ -238,6 +239,37 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
                                global_step=last_step, write_meta_graph=False)
     return TrainResult(final, first_step, last_step, losses, class_names,
                        bool(latest))
+
+
+def check_resumable(train_dir, spec, class_names):
+    """Refuses, before anything is written, to continue a run in
+    `train_dir` with another network, input size or set of classes.
+
+    Raises:
+      InputError: naming what differs and the way out.
+    """
+    if not os.path.isdir(train_dir):
+        return
+    recorded = models.read_model_file(os.path.join(train_dir, 'model.ckpt'))
+    differences = []
+    if recorded is not None:
+        for field in ('network', 'kwargs', 'image_size', 'num_classes'):
+            old, new = getattr(recorded, field), getattr(spec, field)
+            if old != new:
+                differences.append('%s %s, now %s' % (field, old, new))
+    labels_path = os.path.join(train_dir, LABELS_FILE)
+    if os.path.isfile(labels_path):
+        with open(labels_path) as handle:
+            old_names = [line.strip() for line in handle if line.strip()]
+        if old_names != list(class_names):
+            differences.append('classes %s, now %s' % (
+                ', '.join(old_names[:5]) + ('...' if len(old_names) > 5 else ''),
+                ', '.join(class_names[:5]) + ('...' if len(class_names) > 5
+                                              else '')))
+    if differences:
+        raise InputError('%s holds a run of another model (%s); give a new '
+                         '--train-dir, or remove that folder to start over'
+                         % (train_dir, '; '.join(differences)))
 
 
 def _run_steps(sess, saver, train_dir, train_op, total_loss, first_step,

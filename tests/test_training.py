@@ -40,9 +40,6 @@ def source_checkpoint():
         'model.ckpt.index'))[:-len('.index')]
 
 
-def slimnets(*args):
-    return subprocess.run([sys.executable, '-m', 'slimnets'] + list(args),
-                          capture_output=True, text=True, timeout=600)
 
 
 RECIPE = ['--freeze-batch-norm', '--optimizer', 'adam', '--learning-rate',
@@ -50,9 +47,10 @@ RECIPE = ['--freeze-batch-norm', '--optimizer', 'adam', '--learning-rate',
           '--no-progress']
 
 
-def test_train_then_eval_and_export(colour_dataset, tmp_path):
+def test_train_then_eval_and_export(colour_dataset, tmp_path, cli,
+                                    one_line_error):
     train_dir = str(tmp_path / 'run')
-    completed = slimnets('train', '--train-dir', train_dir, '--data',
+    completed = cli('train', '--train-dir', train_dir, '--data',
                          colour_dataset, '--checkpoint', source_checkpoint(),
                          '--max-steps', '40', '--save-every-steps', '10',
                          *RECIPE)
@@ -66,7 +64,7 @@ def test_train_then_eval_and_export(colour_dataset, tmp_path):
     # Periodic checkpoints were kept along the way.
     assert os.path.exists(os.path.join(train_dir, 'model.ckpt-30.index'))
 
-    evaluated = slimnets('eval', '--checkpoint', train_dir, '--data',
+    evaluated = cli('eval', '--checkpoint', train_dir, '--data',
                          colour_dataset, '--no-progress')
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     top1 = float(re.search(r'^top-1\s+([\d.]+)$', evaluated.stdout,
@@ -74,15 +72,33 @@ def test_train_then_eval_and_export(colour_dataset, tmp_path):
     assert top1 > 0.8  # chance is 1/3
     assert 'mobilenet_v1 (depth_multiplier=0.25)' in evaluated.stdout
 
-    exported = slimnets('export', '--checkpoint', train_dir, '--format',
+    exported = cli('export', '--checkpoint', train_dir, '--format',
                         'frozen', '--output', str(tmp_path / 'model.pb'))
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert 'at 64x64' in exported.stdout
-    classified = slimnets('classify', os.path.join(colour_dataset, 'red',
+    classified = cli('classify', os.path.join(colour_dataset, 'red',
                                                    '0.png'),
                           '--checkpoint', train_dir, '--top-k', '1')
     assert re.search(r'^\s+2\s+red\s', classified.stdout, re.M), \
         classified.stdout
+
+    # Another set of classes in the same folder: refused before anything is
+    # overwritten, so the run above still classifies.
+    two = tmp_path / 'two'
+    for name in ('blue', 'red'):
+        os.makedirs(two / name)
+        for index in range(3):
+            os.link(os.path.join(colour_dataset, name, '%d.png' % index),
+                    str(two / name / ('%d.png' % index)))
+    labels_before = (tmp_path / 'run' / 'labels.txt').read_text()
+    model_before = (tmp_path / 'run' / 'model.json').read_text()
+    refused = cli('train', '--train-dir', train_dir, '--data', str(two),
+                  '--checkpoint', source_checkpoint(), '--max-steps', '2',
+                  *RECIPE)
+    one_line_error(refused, 'holds a run of another model',
+                   'num_classes 3, now 2', '--train-dir')
+    assert (tmp_path / 'run' / 'labels.txt').read_text() == labels_before
+    assert (tmp_path / 'run' / 'model.json').read_text() == model_before
 
 
 def _checkpoint_step(train_dir):
@@ -91,7 +107,7 @@ def _checkpoint_step(train_dir):
     return int(latest.rsplit('-', 1)[1]) if latest else 0
 
 
-def test_a_killed_run_resumes(colour_dataset, tmp_path):
+def test_a_killed_run_resumes(colour_dataset, tmp_path, cli):
     train_dir = str(tmp_path / 'run')
     args = [sys.executable, '-m', 'slimnets', 'train', '--train-dir',
             train_dir, '--data', colour_dataset, '--checkpoint',
@@ -109,7 +125,7 @@ def test_a_killed_run_resumes(colour_dataset, tmp_path):
     killed_at = _checkpoint_step(train_dir)
     assert killed_at >= 10
     target = killed_at + 10
-    completed = slimnets('train', '--train-dir', train_dir, '--data',
+    completed = cli('train', '--train-dir', train_dir, '--data',
                          colour_dataset, '--checkpoint', source_checkpoint(),
                          '--save-every-steps', '5', '--max-steps', str(target),
                          *RECIPE)
@@ -120,8 +136,7 @@ def test_a_killed_run_resumes(colour_dataset, tmp_path):
     assert _checkpoint_step(train_dir) == target
 
 
-def test_batch_norm_updates_moving_averages_and_trainable_scopes(
-        colour_dataset, tmp_path):
+def test_batch_norm_updates_moving_averages_and_trainable_scopes(colour_dataset, tmp_path):
     result = training.train(
         str(tmp_path / 'run'), colour_dataset, checkpoint=source_checkpoint(),
         trainable_scopes=['MobilenetV1/Logits',
@@ -164,8 +179,8 @@ def test_recipe_options_run(colour_dataset, tmp_path, options):
     assert result.last_step == 2 and all(np.isfinite(result.losses))
 
 
-def test_bad_training_input(colour_dataset, tmp_path):
-    completed = slimnets('train', '--train-dir', str(tmp_path / 'x'),
+def test_bad_training_input(colour_dataset, tmp_path, cli):
+    completed = cli('train', '--train-dir', str(tmp_path / 'x'),
                          '--data', colour_dataset, '--no-progress')
     assert completed.returncode == 1
     assert 'Traceback' not in completed.stderr
