@@ -23,7 +23,6 @@ import tensorflow.compat.v1 as tf
 from slimnets import primitives
 from slimnets import slim
 
-
 # The reference module's names for the shared primitives.
 _fixed_padding = primitives.fixed_padding
 _make_divisible = primitives.make_divisible
