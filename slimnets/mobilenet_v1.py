@@ -16,15 +16,16 @@ where d(depth) = max(int(depth * depth_multiplier), min_depth).
 
 Differences from the reference (both opt-in, defaults unchanged):
 `mobilenet_v1()` accepts `output_stride` and `use_explicit_padding` and
-passes them to the base, and `_fixed_padding` pads the width by the kernel's
-width (the reference's copies in the v2/v3 code used the height twice).
+passes them to the base, and `_fixed_padding` (`primitives.fixed_padding`)
+pads the width by the kernel's width (the reference's copies in the v2/v3
+code used the height twice).
 """
 
 import collections
-import functools
 
 import tensorflow.compat.v1 as tf
 
+from slimnets import primitives
 from slimnets import slim
 
 Conv = collections.namedtuple('Conv', ['kernel', 'stride', 'depth'])
@@ -51,29 +52,11 @@ MOBILENETV1_CONV_DEFS = [
 _ALLOWED_OUTPUT_STRIDES = (8, 16, 32)
 
 
-def _fixed_padding(inputs, kernel_size, rate=1):
-    """Pads H and W so that a 'VALID' convolution behaves like 'SAME'.
-
-    The padding does not depend on the input size, which keeps feature maps
-    aligned across resolutions.  For an effective kernel size
-    k_eff = k + (k - 1) * (rate - 1), each spatial axis gets
-    (k_eff - 1) // 2 pixels before and the rest after.
-
-    Args:
-      inputs: [batch, height, width, channels].
-      kernel_size: [kernel_height, kernel_width].
-      rate: atrous rate of the convolution that follows.
-
-    Returns:
-      [batch, height + pad_h, width + pad_w, channels].
-    """
-    paddings = [[0, 0]]
-    for kernel in kernel_size[:2]:
-        effective = kernel + (kernel - 1) * (rate - 1)
-        before = (effective - 1) // 2
-        paddings.append([before, effective - 1 - before])
-    paddings.append([0, 0])
-    return tf.pad(inputs, paddings)
+# The reference module's names for the shared primitives.
+_fixed_padding = primitives.fixed_padding
+_reduced_kernel_size_for_small_input = (
+    primitives.reduced_kernel_size_for_small_input)
+wrapped_partial = primitives.wrapped_partial
 
 
 def _layer_depth(depth, depth_multiplier, min_depth):
@@ -102,8 +85,8 @@ def mobilenet_v1_base(inputs,
       output_stride: None, 8, 16 or 32: once the accumulated stride reaches
         it, later layers keep stride 1 and use atrous (dilated) depthwise
         convolutions instead.
-      use_explicit_padding: pad with `_fixed_padding` and convolve 'VALID'
-        instead of 'SAME'.
+      use_explicit_padding: pad with `primitives.fixed_padding` and
+        convolve 'VALID' instead of 'SAME'.
       scope: variable scope (a name or a VariableScope); default
         'MobilenetV1'.
 
@@ -153,14 +136,15 @@ def mobilenet_v1_base(inputs,
 
                 if isinstance(conv_def, Conv):
                     if use_explicit_padding:
-                        net = _fixed_padding(net, conv_def.kernel)
+                        net = primitives.fixed_padding(net, conv_def.kernel)
                     net = slim.conv2d(net, depth, conv_def.kernel,
                                       stride=conv_def.stride, scope=name)
                     if record(name, net):
                         return net, end_points
                 else:
                     if use_explicit_padding:
-                        net = _fixed_padding(net, conv_def.kernel, layer_rate)
+                        net = primitives.fixed_padding(net, conv_def.kernel,
+                                                       layer_rate)
                     net = slim.separable_conv2d(
                         net, None, conv_def.kernel, depth_multiplier=1,
                         stride=layer_stride, rate=layer_rate,
@@ -239,8 +223,9 @@ def mobilenet_v1(inputs,
                                          name='global_pool')
                     end_points['global_pool'] = net
                 else:
-                    kernel_size = _reduced_kernel_size_for_small_input(
-                        net, [7, 7])
+                    kernel_size = (
+                        primitives.reduced_kernel_size_for_small_input(
+                            net, [7, 7]))
                     net = slim.avg_pool2d(net, kernel_size, padding='VALID',
                                           scope='AvgPool_1a')
                     end_points['AvgPool_1a'] = net
@@ -263,33 +248,9 @@ def mobilenet_v1(inputs,
 mobilenet_v1.default_image_size = 224
 
 
-def wrapped_partial(func, *args, **kwargs):
-    """`functools.partial` that keeps `func`'s name, docstring and attributes."""
-    partial_func = functools.partial(func, *args, **kwargs)
-    functools.update_wrapper(partial_func, func)
-    return partial_func
-
-
 mobilenet_v1_075 = wrapped_partial(mobilenet_v1, depth_multiplier=0.75)
 mobilenet_v1_050 = wrapped_partial(mobilenet_v1, depth_multiplier=0.50)
 mobilenet_v1_025 = wrapped_partial(mobilenet_v1, depth_multiplier=0.25)
-
-
-def _reduced_kernel_size_for_small_input(input_tensor, kernel_size):
-    """Shrinks a pooling kernel to the input's spatial size when it is smaller.
-
-    Args:
-      input_tensor: [batch, height, width, channels].
-      kernel_size: [kernel_height, kernel_width].
-
-    Returns:
-      [min(height, kh), min(width, kw)], or `kernel_size` unchanged when the
-      height or width is not known statically.
-    """
-    shape = input_tensor.get_shape().as_list()
-    if shape[1] is None or shape[2] is None:
-        return kernel_size
-    return [min(shape[1], kernel_size[0]), min(shape[2], kernel_size[1])]
 
 
 def mobilenet_v1_arg_scope(

@@ -1,11 +1,15 @@
 """Behaviours of the nets/mobilenet tree (v2, v3, EdgeTPU) and the fixes."""
 
+import ast
 import copy
+import inspect
 
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+from slimnets import mobilenet_v1
+from slimnets import primitives
 from slimnets import slim
 from slimnets.mobilenet import conv_blocks
 from slimnets.mobilenet import mobilenet
@@ -447,3 +451,230 @@ class TestBuilderHelpers(object):
                     2, 3, 4, 5).astype(np.float32)})
         assert value.shape == (2, 1, 1, 5)
         assert value[0, 0, 0, 0] == pytest.approx(np.arange(0, 60, 5).mean())
+
+
+def _table_calls(module, name):
+    """The calls written inside the assignment `name = ...` of `module`.
+
+    Returns the called names ('op', 'mbv3_op', ...) in source order.
+    """
+    tree = ast.parse(inspect.getsource(module))
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and
+                [getattr(t, 'id', None) for t in node.targets] == [name]):
+            return [call.func.id for call in ast.walk(node.value)
+                    if isinstance(call, ast.Call) and
+                    isinstance(call.func, ast.Name)]
+    raise AssertionError('%s has no assignment to %s' % (module, name))
+
+
+# The reference's tables (research/slim nets/mobilenet): rows per spec.
+V3_ROWS = {'V3_LARGE': 19, 'V3_SMALL': 15, 'V3_LARGE_MINIMALISTIC': 19,
+           'V3_SMALL_MINIMALISTIC': 15, 'V3_EDGETPU': 24,
+           'V3_LARGE_DETECTION': 19, 'V3_SMALL_DETECTION': 15}
+_ROW_BUILDERS = ('op', 'mbv3_op', 'mbv3_op_se', 'mbv3_fused')
+
+
+class TestReferenceTables(object):
+    """The conv defs are the reference's literal tables (issue 12)."""
+
+    def test_v2_def_is_the_literal_table(self):
+        spec = mobilenet_v2.V2_DEF['spec']
+        assert len(spec) == 19
+        assert all(isinstance(row, mobilenet._Op) for row in spec)  # pylint: disable=protected-access
+        # Written out row by row: one op(...) call per row, no loop.
+        assert _table_calls(mobilenet_v2, 'V2_DEF').count('op') == 19
+        first, last = spec[0], spec[-1]
+        assert first.op is slim.conv2d
+        assert first.params == {'stride': 2, 'num_outputs': 32,
+                                'kernel_size': [3, 3]}
+        assert last.op is slim.conv2d
+        assert last.params == {'stride': 1, 'kernel_size': [1, 1],
+                               'num_outputs': 1280}
+        blocks = spec[1:-1]
+        assert all(row.op is conv_blocks.expanded_conv for row in blocks)
+        assert [(row.params.get('stride', 1), row.params['num_outputs'])
+                for row in blocks] == [
+                    (1, 16), (2, 24), (1, 24), (2, 32), (1, 32), (1, 32),
+                    (2, 64), (1, 64), (1, 64), (1, 64), (1, 96), (1, 96),
+                    (1, 96), (2, 160), (1, 160), (1, 160), (1, 320)]
+        # Only the first block expands by 1 (unrounded), the others by 6.
+        assert blocks[0].params['expansion_size'](num_inputs=32) == 32
+        assert all('expansion_size' not in row.params for row in blocks[1:])
+
+    def test_v2_defaults_are_the_reference_defaults(self):
+        defaults = mobilenet_v2.V2_DEF['defaults']
+        convs = (slim.conv2d, slim.fully_connected, slim.separable_conv2d)
+        assert list(defaults) == [
+            (slim.batch_norm,), convs, (conv_blocks.expanded_conv,),
+            (slim.conv2d, slim.separable_conv2d)]
+        assert defaults[(slim.batch_norm,)] == {'center': True, 'scale': True}
+        assert defaults[convs] == {'normalizer_fn': slim.batch_norm,
+                                   'activation_fn': tf.nn.relu6}
+        block = dict(defaults[(conv_blocks.expanded_conv,)])
+        assert block.pop('expansion_size')(num_inputs=24) == 144
+        assert block == {'split_expansion': 1,
+                         'normalizer_fn': slim.batch_norm, 'residual': True}
+        assert defaults[(slim.conv2d, slim.separable_conv2d)] == {
+            'padding': 'SAME'}
+
+    def test_v2_group_norm_def_swaps_only_the_normalizer(self):
+        norm = mobilenet_v2.V2_DEF_GROUP_NORM
+        base = mobilenet_v2.V2_DEF
+        assert [(row.op, row.params.get('stride'),
+                 row.params.get('num_outputs')) for row in norm['spec']] == [
+                     (row.op, row.params.get('stride'),
+                      row.params.get('num_outputs')) for row in base['spec']]
+        assert list(norm['defaults']) == list(base['defaults'])[1:]
+        for funcs, kwargs in norm['defaults'].items():
+            reference = base['defaults'][funcs]
+            assert set(kwargs) == set(reference)
+            for key, value in kwargs.items():
+                if key == 'normalizer_fn':
+                    assert value is slim.group_norm
+                elif key != 'expansion_size':
+                    assert value == reference[key]
+        # Deriving it left V2_DEF on batch norm.
+        assert base['defaults'][(conv_blocks.expanded_conv,)][
+            'normalizer_fn'] is slim.batch_norm
+
+    @pytest.mark.parametrize('name,rows', sorted(V3_ROWS.items()))
+    def test_v3_row_counts(self, name, rows):
+        spec = getattr(mobilenet_v3, name)['spec']
+        assert len(spec) == rows
+        assert all(isinstance(row, mobilenet._Op) for row in spec)  # pylint: disable=protected-access
+        if not name.endswith('_DETECTION'):
+            # A literal table: one row-builder call per row.
+            calls = _table_calls(mobilenet_v3, name)
+            assert len([c for c in calls if c in _ROW_BUILDERS]) == rows
+
+    def test_v3_large_rows(self):
+        spec = mobilenet_v3.V3_LARGE['spec']
+        se_rows = [i for i, row in enumerate(spec)
+                   if row.params.get('expansion_transform') is not None]
+        assert se_rows == [4, 5, 6, 11, 12, 13, 14, 15]
+        assert all(spec[i].params['expansion_transform'] is
+                   mobilenet_v3._se4 for i in se_rows)  # pylint: disable=protected-access
+        swish = [i for i, row in enumerate(spec)
+                 if hard_swish_in(row.params)]
+        assert swish == [0] + list(range(7, 17)) + [18]
+        assert [row.params.get('num_outputs') for row in spec[-3:]] == [
+            960, None, 1280]
+        assert spec[-2].op is mobilenet_v3.reduce_to_1x1
+        assert spec[-1].params['normalizer_fn'] is None
+
+    @pytest.mark.parametrize('name', ['V3_LARGE_MINIMALISTIC',
+                                      'V3_SMALL_MINIMALISTIC'])
+    def test_minimalistic_rows_have_no_se_swish_or_5x5(self, name):
+        for row in getattr(mobilenet_v3, name)['spec']:
+            assert row.params.get('expansion_transform') is None
+            assert not hard_swish_in(row.params)
+            assert tuple(row.params.get('kernel_size', (3, 3))) in (
+                (3, 3), (1, 1))
+
+    def test_edgetpu_rows(self):
+        spec = mobilenet_v3.V3_EDGETPU['spec']
+        fused = [i for i, row in enumerate(spec)
+                 if 'expansion_fn' in row.params]
+        assert fused == list(range(1, 10))
+        for i in fused:
+            assert spec[i].params['depthwise_location'] is None
+            assert spec[i].params['expansion_fn'].func is slim.conv2d
+        assert [i for i, row in enumerate(spec)
+                if row.params.get('residual') is False] == [14]
+        assert spec[-1].params == {'stride': 1, 'num_outputs': 1280,
+                                   'kernel_size': (1, 1)}
+
+    def test_reference_helper_names(self):
+        assert mobilenet_v3.mbv3_op_se.func is mobilenet_v3.mbv3_op
+        assert mobilenet_v3.mbv3_op_se.keywords == {
+            'se': mobilenet_v3._se4}  # pylint: disable=protected-access
+        row = mobilenet_v3.mbv3_op(ef=4, n=24, k=5, s=2)
+        assert row.op is conv_blocks.expanded_conv
+        assert row.params['expansion_size'](num_inputs=16) == 64
+        assert (row.params['kernel_size'], row.params['stride'],
+                row.params['num_outputs']) == ((5, 5), 2, 24)
+        assert mobilenet_v3.V3_LARGE['defaults'] == mobilenet_v3.DEFAULTS
+        assert mobilenet_v3.V3_LARGE['defaults'] is not mobilenet_v3.DEFAULTS
+
+
+def hard_swish_in(params):
+    return mobilenet_v3.hard_swish in (params.get('activation_fn'),
+                                       params.get('act'),
+                                       params.get('inner_activation_fn'))
+
+
+class TestSharedPrimitives(object):
+    """Helpers shared by networks live in `slimnets.primitives` (issue 12)."""
+
+    def test_reference_names_are_the_primitives(self):
+        for module in (mobilenet_v1, mobilenet, conv_blocks):
+            assert module._fixed_padding is primitives.fixed_padding  # pylint: disable=protected-access
+        for module in (mobilenet, conv_blocks):
+            assert module._make_divisible is primitives.make_divisible  # pylint: disable=protected-access
+        assert (mobilenet_v1._reduced_kernel_size_for_small_input is  # pylint: disable=protected-access
+                primitives.reduced_kernel_size_for_small_input)
+        assert mobilenet_v1.wrapped_partial is primitives.wrapped_partial
+        assert mobilenet_v2.wrapped_partial is primitives.wrapped_partial
+
+    @pytest.mark.parametrize('kernel,rate,expected', [
+        ([3, 3], 1, [1, 6, 8, 2]), ([1, 3], 1, [1, 4, 8, 2]),
+        ([2, 2], 1, [1, 5, 7, 2]), ([3, 3], 2, [1, 8, 10, 2]),
+        ([1, 1], 4, [1, 4, 6, 2])])
+    def test_fixed_padding_shapes(self, kernel, rate, expected):
+        with tf.Graph().as_default():
+            padded = primitives.fixed_padding(tf.zeros([1, 4, 6, 2]), kernel,
+                                              rate=rate)
+        assert padded.shape.as_list() == expected
+
+    def test_fixed_padding_puts_the_odd_pixel_after(self):
+        with tf.Graph().as_default():
+            padded = primitives.fixed_padding(tf.ones([1, 2, 2, 1]), [2, 4])
+            with tf.Session() as sess:
+                value = sess.run(padded)[0, :, :, 0]
+        # Height: 0 before, 1 after; width: 1 before, 2 after.
+        assert value.tolist() == [[0, 1, 1, 0, 0],
+                                  [0, 1, 1, 0, 0],
+                                  [0, 0, 0, 0, 0]]
+
+    def test_make_divisible(self):
+        assert primitives.make_divisible(32 * 0.35, 8) == 16
+        assert primitives.make_divisible(3, 8) == 8
+        assert primitives.make_divisible(100, 8, min_value=128) == 128
+        assert primitives.make_divisible(37, 32) == 64  # 32 loses > 10%
+        assert primitives.make_divisible(27, 8) == 32  # 24 loses > 10%
+        assert primitives.make_divisible(20, 8) == 24  # halves round up
+        assert primitives.make_divisible(17, 8) == 16  # within 10%: down
+        assert isinstance(primitives.make_divisible(9.6, 1), int)
+
+    def test_network_modules_import_no_private_names(self):
+        network_modules = (mobilenet_v1, mobilenet, conv_blocks,
+                           mobilenet_v2, mobilenet_v3, primitives)
+        for module in network_modules:
+            tree = ast.parse(inspect.getsource(module))
+            aliases = set()
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom):
+                    assert not any(a.name.startswith('_')
+                                   for a in node.names), module.__name__
+                    if (node.module or '').startswith('slimnets'):
+                        aliases.update(a.asname or a.name for a in node.names)
+                elif isinstance(node, ast.Import):
+                    aliases.update(a.asname or a.name for a in node.names)
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Attribute) and
+                        isinstance(node.value, ast.Name) and
+                        node.value.id in aliases and
+                        node.attr.startswith('_') and
+                        not node.attr.startswith('__')):
+                    raise AssertionError('%s uses %s.%s' % (
+                        module.__name__, node.value.id, node.attr))
+
+    def test_primitives_import_no_network(self):
+        tree = ast.parse(inspect.getsource(primitives))
+        imported = [node.module if isinstance(node, ast.ImportFrom) else
+                    alias.name for node in ast.walk(tree)
+                    if isinstance(node, (ast.Import, ast.ImportFrom))
+                    for alias in node.names]
+        assert not [name for name in imported
+                    if name and name.startswith('slimnets')]

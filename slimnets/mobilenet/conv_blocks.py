@@ -20,25 +20,12 @@ import functools
 
 import tensorflow.compat.v1 as tf
 
+from slimnets import primitives
 from slimnets import slim
-from slimnets.mobilenet_v1 import _fixed_padding  # noqa: F401  (public here too)
 
-
-def _make_divisible(v, divisor, min_value=None):
-    """Rounds `v` to the nearest multiple of `divisor`, at least `min_value`.
-
-    The result is never more than 10% below `v`: if rounding down lost more
-    than that, one more `divisor` is added.
-
-    Returns:
-      An int.
-    """
-    if min_value is None:
-        min_value = divisor
-    rounded = max(min_value, int(v + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * v:
-        rounded += divisor
-    return int(rounded)
+# The reference module's names for the shared primitives.
+_fixed_padding = primitives.fixed_padding
+_make_divisible = primitives.make_divisible
 
 
 def _split_divisible(num, num_ways, divisible_by=8):
@@ -105,7 +92,8 @@ def split_separable_conv2d(input_tensor,
       normalizer_fn: normalizer of both halves.
       stride, rate: of the depthwise conv.
       endpoints: optional dict that receives both halves' outputs.
-      use_explicit_padding: pad with `_fixed_padding` and convolve 'VALID'.
+      use_explicit_padding: pad with `primitives.fixed_padding` and
+        convolve 'VALID'.
 
     Returns:
       [N, H / stride, W / stride, num_outputs].
@@ -116,7 +104,8 @@ def split_separable_conv2d(input_tensor,
         padding = 'SAME'
         if use_explicit_padding:
             padding = 'VALID'
-            input_tensor = _fixed_padding(input_tensor, kernel_size, rate)
+            input_tensor = primitives.fixed_padding(input_tensor,
+                                                    kernel_size, rate)
         depthwise_scope = prefix + 'depthwise'
         net = slim.separable_conv2d(
             input_tensor, None, kernel_size, depth_multiplier=1, stride=stride,
@@ -132,7 +121,8 @@ def split_separable_conv2d(input_tensor,
 
 def expand_input_by_factor(n, divisible_by=8):
     """An `expansion_size` callable: `n` times the input depth, made divisible."""
-    return lambda num_inputs, **_: _make_divisible(num_inputs * n, divisible_by)
+    return lambda num_inputs, **_: primitives.make_divisible(
+        num_inputs * n, divisible_by)
 
 
 def split_conv(input_tensor,
@@ -225,8 +215,8 @@ def expanded_conv(input_tensor,
       depthwise_channel_multiplier: channel multiplier of the depthwise conv.
       endpoints: optional dict receiving 'expansion_output',
         'depthwise_output' and 'projection_output'.
-      use_explicit_padding: pad with `_fixed_padding` and convolve 'VALID';
-        requires `padding='SAME'`.
+      use_explicit_padding: pad with `primitives.fixed_padding` and
+        convolve 'VALID'; requires `padding='SAME'`.
       padding: padding of the depthwise conv.
       inner_activation_fn: activation of the expansion and depthwise convs.
       depthwise_activation_fn: activation of the depthwise conv only.
@@ -270,7 +260,7 @@ def expanded_conv(input_tensor,
 
         def depthwise_step(net, **kwargs):
             if use_explicit_padding:
-                net = _fixed_padding(net, kernel_size, rate)
+                net = primitives.fixed_padding(net, kernel_size, rate)
             net = tf.identity(depthwise(net, **kwargs), name='depthwise_output')
             if endpoints is not None:
                 endpoints['depthwise_output'] = net
@@ -291,7 +281,7 @@ def expanded_conv(input_tensor,
                                            stride=1)
             expansion_kernel = _expansion_kernel_size(expansion_fn)
             if use_explicit_padding and expansion_kernel:
-                net = _fixed_padding(net, expansion_kernel)
+                net = primitives.fixed_padding(net, expansion_kernel)
             net = expand(net, inner_size, scope='expand',
                          normalizer_fn=normalizer_fn)
             net = tf.identity(net, 'expansion_output')
@@ -359,8 +349,8 @@ def squeeze_excite(input_tensor,
             pool_height, pool_width, stride = pool, pool, pool
         input_channels = squeeze_input_tensor.shape.as_list()[3]
         output_channels = input_tensor.shape.as_list()[3]
-        squeeze_channels = _make_divisible(input_channels / squeeze_factor,
-                                           divisor=divisible_by)
+        squeeze_channels = primitives.make_divisible(
+            input_channels / squeeze_factor, divisor=divisible_by)
         if pool_height is None or pool_width is None:
             # Unknown spatial size: the global average, as a full-size pool.
             pooled = tf.reduce_mean(squeeze_input_tensor, [1, 2], keepdims=True)

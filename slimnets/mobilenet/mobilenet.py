@@ -22,9 +22,12 @@ import os
 
 import tensorflow.compat.v1 as tf
 
+from slimnets import primitives
 from slimnets import slim
-from slimnets.mobilenet.conv_blocks import _make_divisible  # noqa: F401
-from slimnets.mobilenet_v1 import _fixed_padding
+
+# The reference module's names for the shared primitives.
+_fixed_padding = primitives.fixed_padding
+_make_divisible = primitives.make_divisible
 
 
 @slim.add_arg_scope
@@ -61,7 +64,7 @@ def depth_multiplier(output_params,
     """
     if 'num_outputs' not in output_params:
         return
-    output_params['num_outputs'] = _make_divisible(
+    output_params['num_outputs'] = primitives.make_divisible(
         output_params['num_outputs'] * multiplier, divisible_by, min_depth)
 
 
@@ -131,12 +134,18 @@ def _place_explicit_padding(opdef, params, net, layer_rate):
     if _takes_argument(opdef.op, 'use_explicit_padding'):
         params['use_explicit_padding'] = True
     elif 'kernel_size' in params:
-        net = _fixed_padding(net, params['kernel_size'], layer_rate)
+        net = primitives.fixed_padding(net, params['kernel_size'],
+                                       layer_rate)
     return net
 
 
-def _copy_conv_defs(conv_defs):
-    """A copy of a conv def whose params can be changed without side effects."""
+def copy_conv_defs(conv_defs):
+    """A copy of a conv def whose params can be changed without side effects.
+
+    Every op's `params` and every `defaults`/`overrides` kwargs dict is new;
+    the layer functions themselves are shared (unlike `copy.deepcopy`, which
+    would also copy the partials in the spec).
+    """
     copied = dict(conv_defs)
     copied['spec'] = [_Op(o.op, copy.deepcopy(o.params), o.multiplier_func)
                       for o in conv_defs['spec']]
@@ -166,7 +175,8 @@ def mobilenet_base(inputs,
       output_stride: None, 1 or an even number: once the accumulated stride
         reaches it, later ops keep stride 1 and get an atrous `rate`
         (except 1x1 convolutions).
-      use_explicit_padding: pad with `_fixed_padding` and convolve 'VALID'.
+      use_explicit_padding: pad with `primitives.fixed_padding` and
+        convolve 'VALID'.
       scope: variable scope; default 'Mobilenet'.
       is_training: sets batch norm's `is_training` (when not None).
 

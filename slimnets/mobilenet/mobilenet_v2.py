@@ -9,54 +9,77 @@ are `layer_1` ... `layer_19` plus the blocks' `layer_<i>/expansion_output`,
 
 import tensorflow.compat.v1 as tf
 
+from slimnets import primitives
 from slimnets import slim
 from slimnets.mobilenet import conv_blocks as ops
 from slimnets.mobilenet import mobilenet as lib
-from slimnets.mobilenet_v1 import wrapped_partial
 
 op = lib.op
 expand_input = ops.expand_input_by_factor
+wrapped_partial = primitives.wrapped_partial
 
-
-def _v2_defaults(normalizer_fn):
-    """The arg-scope defaults of V2_DEF, with `normalizer_fn` everywhere."""
-    defaults = {
+# The network as a table, in the reference's names and layout: downstream
+# code (DeepLab, the Object Detection API) reads and edits these rows.
+V2_DEF = dict(
+    defaults={
+        # Part of the architecture (they decide which variables exist),
+        # hence here and not in training_scope.
+        (slim.batch_norm,): {'center': True, 'scale': True},
         (slim.conv2d, slim.fully_connected, slim.separable_conv2d): {
-            'normalizer_fn': normalizer_fn,
-            'activation_fn': tf.nn.relu6,
+            'normalizer_fn': slim.batch_norm, 'activation_fn': tf.nn.relu6
         },
         (ops.expanded_conv,): {
             'expansion_size': expand_input(6),
             'split_expansion': 1,
-            'normalizer_fn': normalizer_fn,
-            'residual': True,
+            'normalizer_fn': slim.batch_norm,
+            'residual': True
         },
-        (slim.conv2d, slim.separable_conv2d): {'padding': 'SAME'},
-    }
-    if normalizer_fn is slim.batch_norm:
-        # Part of the architecture (the variables), hence not in the scope.
-        defaults = dict([((slim.batch_norm,), {'center': True, 'scale': True})]
-                        + list(defaults.items()))
-    return defaults
+        (slim.conv2d, slim.separable_conv2d): {'padding': 'SAME'}
+    },
+    spec=[
+        op(slim.conv2d, stride=2, num_outputs=32, kernel_size=[3, 3]),
+        op(ops.expanded_conv,
+           expansion_size=expand_input(1, divisible_by=1),
+           num_outputs=16),
+        op(ops.expanded_conv, stride=2, num_outputs=24),
+        op(ops.expanded_conv, stride=1, num_outputs=24),
+        op(ops.expanded_conv, stride=2, num_outputs=32),
+        op(ops.expanded_conv, stride=1, num_outputs=32),
+        op(ops.expanded_conv, stride=1, num_outputs=32),
+        op(ops.expanded_conv, stride=2, num_outputs=64),
+        op(ops.expanded_conv, stride=1, num_outputs=64),
+        op(ops.expanded_conv, stride=1, num_outputs=64),
+        op(ops.expanded_conv, stride=1, num_outputs=64),
+        op(ops.expanded_conv, stride=1, num_outputs=96),
+        op(ops.expanded_conv, stride=1, num_outputs=96),
+        op(ops.expanded_conv, stride=1, num_outputs=96),
+        op(ops.expanded_conv, stride=2, num_outputs=160),
+        op(ops.expanded_conv, stride=1, num_outputs=160),
+        op(ops.expanded_conv, stride=1, num_outputs=160),
+        op(ops.expanded_conv, stride=1, num_outputs=320),
+        op(slim.conv2d, stride=1, kernel_size=[1, 1], num_outputs=1280)
+    ],
+)
 
 
-def _v2_spec():
-    blocks = [(2, 24), (1, 24), (2, 32), (1, 32), (1, 32), (2, 64), (1, 64),
-              (1, 64), (1, 64), (1, 96), (1, 96), (1, 96), (2, 160),
-              (1, 160), (1, 160), (1, 320)]
-    return ([op(slim.conv2d, stride=2, num_outputs=32, kernel_size=[3, 3]),
-             op(ops.expanded_conv,
-                expansion_size=expand_input(1, divisible_by=1),
-                num_outputs=16)] +
-            [op(ops.expanded_conv, stride=stride, num_outputs=outputs)
-             for stride, outputs in blocks] +
-            [op(slim.conv2d, stride=1, kernel_size=[1, 1], num_outputs=1280)])
+def _with_normalizer(conv_defs, normalizer_fn):
+    """A copy of `conv_defs` normalizing with `normalizer_fn`, not batch norm.
+
+    Every `normalizer_fn` default becomes `normalizer_fn`, and the batch-norm
+    defaults (`center`, `scale`) are dropped; the spec is the same.
+    """
+    defs = lib.copy_conv_defs(conv_defs)
+    defs['defaults'] = {
+        funcs: (dict(kwargs, normalizer_fn=normalizer_fn)
+                if 'normalizer_fn' in kwargs else kwargs)
+        for funcs, kwargs in defs['defaults'].items()
+        if funcs != (slim.batch_norm,)}
+    return defs
 
 
-V2_DEF = dict(defaults=_v2_defaults(slim.batch_norm), spec=_v2_spec())
-
-V2_DEF_GROUP_NORM = dict(defaults=_v2_defaults(slim.group_norm),
-                         spec=_v2_spec())
+# V2_DEF with group normalization (groups: a `(slim.group_norm,)` default,
+# which `mobilenet_base_group_norm` adds).
+V2_DEF_GROUP_NORM = _with_normalizer(V2_DEF, slim.group_norm)
 
 
 @slim.add_arg_scope
@@ -98,10 +121,10 @@ def mobilenet(input_tensor,
         raise ValueError("mobilenetv2 doesn't support generic multiplier "
                          'parameter use "depth_multiplier" instead.')
     if finegrain_classification_mode and depth_multiplier < 1:
-        conv_defs = lib._copy_conv_defs(conv_defs)  # pylint: disable=protected-access
+        conv_defs = lib.copy_conv_defs(conv_defs)
         conv_defs['spec'][-1].params['num_outputs'] /= depth_multiplier
     if activation_fn:
-        conv_defs = lib._copy_conv_defs(conv_defs)  # pylint: disable=protected-access
+        conv_defs = lib.copy_conv_defs(conv_defs)
         conv_defaults = conv_defs['defaults'][
             (slim.conv2d, slim.fully_connected, slim.separable_conv2d)]
         conv_defaults['activation_fn'] = activation_fn
@@ -140,7 +163,7 @@ def mobilenet_base_group_norm(input_tensor, depth_multiplier=1.0, **kwargs):
 
     Unlike the reference, this leaves the shared V2_DEF_GROUP_NORM untouched.
     """
-    conv_defs = lib._copy_conv_defs(V2_DEF_GROUP_NORM)  # pylint: disable=protected-access
+    conv_defs = lib.copy_conv_defs(V2_DEF_GROUP_NORM)
     conv_defs['defaults'][(slim.group_norm,)] = {
         'groups': kwargs.pop('groups', 8)}
     kwargs['conv_defs'] = conv_defs

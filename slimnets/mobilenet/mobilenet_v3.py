@@ -3,8 +3,8 @@
 Large/small use inverted residuals with optional squeeze-excite (`_se4`) and
 hard-swish; the minimalistic variants drop both and use 3x3 kernels only;
 EdgeTPU starts with "fused" blocks whose expansion is a full k x k conv.
-Every spec ends with a 1x1 conv, `reduce_to_1x1` (average pool to 1x1) and a
-1x1 conv with biases and no normalizer (`Conv_2` for large/small).
+Large and small specs end with a 1x1 conv, `reduce_to_1x1` (average pool
+to 1x1) and a 1x1 conv with biases and no normalizer (`Conv_2`).
 
 Differences from the reference: `use_explicit_padding=True` works (the
 reference crashed in `reduce_to_1x1` and padded blocks twice), and
@@ -94,22 +94,13 @@ DEFAULTS_GROUP_NORM = {
 }
 
 
-def _head(last_conv_depth, head_depth, activation_fn=None):
-    """The last conv, the pool to 1x1 and the 1x1 head conv with biases."""
-    activation = {} if activation_fn is None else {
-        'activation_fn': activation_fn}
-    return [
-        op(slim.conv2d, stride=1, kernel_size=[1, 1],
-           num_outputs=last_conv_depth, **activation),
-        op(reduce_to_1x1, default_size=7, stride=1, padding='VALID'),
-        op(slim.conv2d, stride=1, kernel_size=[1, 1], num_outputs=head_depth,
-           normalizer_fn=None, **activation),
-    ]
-
-
+# The networks as tables, in the reference's names and layout: downstream
+# code (DeepLab, the Object Detection API) reads and edits these rows.  The
+# large and small variants end with a 1x1 conv, `reduce_to_1x1` and a 1x1
+# conv with biases and no normalizer; EdgeTPU ends with the 1x1 conv alone.
 V3_LARGE = dict(
     defaults=dict(DEFAULTS),
-    spec=([
+    spec=[
         op(slim.conv2d, stride=2, num_outputs=16, kernel_size=(3, 3),
            activation_fn=hard_swish),
         mbv3_op(ef=1, n=16, k=3),
@@ -127,11 +118,16 @@ V3_LARGE = dict(
         mbv3_op_se(ef=6, n=160, k=5, s=2, act=hard_swish),
         mbv3_op_se(ef=6, n=160, k=5, s=1, act=hard_swish),
         mbv3_op_se(ef=6, n=160, k=5, s=1, act=hard_swish),
-    ] + _head(960, 1280, hard_swish)))
+        op(slim.conv2d, stride=1, kernel_size=[1, 1], num_outputs=960,
+           activation_fn=hard_swish),
+        op(reduce_to_1x1, default_size=7, stride=1, padding='VALID'),
+        op(slim.conv2d, stride=1, kernel_size=[1, 1], num_outputs=1280,
+           normalizer_fn=None, activation_fn=hard_swish),
+    ])
 
 V3_SMALL = dict(
     defaults=dict(DEFAULTS),
-    spec=([
+    spec=[
         op(slim.conv2d, stride=2, num_outputs=16, kernel_size=(3, 3),
            activation_fn=hard_swish),
         mbv3_op_se(ef=1, n=16, k=3, s=2),
@@ -145,11 +141,16 @@ V3_SMALL = dict(
         mbv3_op_se(ef=6, n=96, k=5, s=2, act=hard_swish),
         mbv3_op_se(ef=6, n=96, k=5, s=1, act=hard_swish),
         mbv3_op_se(ef=6, n=96, k=5, s=1, act=hard_swish),
-    ] + _head(576, 1024, hard_swish)))
+        op(slim.conv2d, stride=1, kernel_size=[1, 1], num_outputs=576,
+           activation_fn=hard_swish),
+        op(reduce_to_1x1, default_size=7, stride=1, padding='VALID'),
+        op(slim.conv2d, stride=1, kernel_size=[1, 1], num_outputs=1024,
+           normalizer_fn=None, activation_fn=hard_swish),
+    ])
 
 V3_LARGE_MINIMALISTIC = dict(
     defaults=dict(DEFAULTS),
-    spec=([
+    spec=[
         op(slim.conv2d, stride=2, num_outputs=16, kernel_size=(3, 3)),
         mbv3_op(ef=1, n=16, k=3),
         mbv3_op(ef=4, n=24, k=3, s=2),
@@ -166,11 +167,15 @@ V3_LARGE_MINIMALISTIC = dict(
         mbv3_op(ef=6, n=160, k=3, s=2),
         mbv3_op(ef=6, n=160, k=3, s=1),
         mbv3_op(ef=6, n=160, k=3, s=1),
-    ] + _head(960, 1280)))
+        op(slim.conv2d, stride=1, kernel_size=[1, 1], num_outputs=960),
+        op(reduce_to_1x1, default_size=7, stride=1, padding='VALID'),
+        op(slim.conv2d, stride=1, kernel_size=[1, 1], num_outputs=1280,
+           normalizer_fn=None),
+    ])
 
 V3_SMALL_MINIMALISTIC = dict(
     defaults=dict(DEFAULTS),
-    spec=([
+    spec=[
         op(slim.conv2d, stride=2, num_outputs=16, kernel_size=(3, 3)),
         mbv3_op(ef=1, n=16, k=3, s=2),
         mbv3_op(ef=72. / 16, n=24, k=3, s=2),
@@ -183,11 +188,15 @@ V3_SMALL_MINIMALISTIC = dict(
         mbv3_op(ef=6, n=96, k=3, s=2),
         mbv3_op(ef=6, n=96, k=3, s=1),
         mbv3_op(ef=6, n=96, k=3, s=1),
-    ] + _head(576, 1024)))
+        op(slim.conv2d, stride=1, kernel_size=[1, 1], num_outputs=576),
+        op(reduce_to_1x1, default_size=7, stride=1, padding='VALID'),
+        op(slim.conv2d, stride=1, kernel_size=[1, 1], num_outputs=1024,
+           normalizer_fn=None),
+    ])
 
 V3_EDGETPU = dict(
     defaults=dict(DEFAULTS),
-    spec=([
+    spec=[
         op(slim.conv2d, stride=2, num_outputs=32, kernel_size=(3, 3)),
         mbv3_fused(k=3, s=1, ef=1, n=16),
         mbv3_fused(k=3, s=2, ef=8, n=32),
@@ -212,7 +221,7 @@ V3_EDGETPU = dict(
         mbv3_op(k=5, s=1, ef=4, n=160),
         mbv3_op(k=3, s=1, ef=8, n=192),
         op(slim.conv2d, stride=1, num_outputs=1280, kernel_size=(1, 1)),
-    ]))
+    ])
 
 
 def _reduce_consecutive_layers(conv_defs, start_id, end_id, multiplier=0.5):
@@ -220,7 +229,7 @@ def _reduce_consecutive_layers(conv_defs, start_id, end_id, multiplier=0.5):
 
     Each op's `num_outputs` is multiplied by `multiplier` and rounded.
     """
-    defs = lib._copy_conv_defs(conv_defs)  # pylint: disable=protected-access
+    defs = lib.copy_conv_defs(conv_defs)
     for opdef in defs['spec'][start_id:end_id + 1]:
         opdef.params['num_outputs'] = int(
             np.round(opdef.params['num_outputs'] * multiplier))
@@ -265,12 +274,12 @@ def mobilenet(input_tensor,
         raise ValueError("mobilenetv2 doesn't support generic multiplier "
                          'parameter use "depth_multiplier" instead.')
     if use_groupnorm:
-        conv_defs = lib._copy_conv_defs(conv_defs)  # pylint: disable=protected-access
+        conv_defs = lib.copy_conv_defs(conv_defs)
         conv_defs['defaults'] = copy.copy(DEFAULTS_GROUP_NORM)
         conv_defs['defaults'][(slim.group_norm,)] = {
             'groups': kwargs.pop('groups', 8)}
     if finegrain_classification_mode:
-        conv_defs = lib._copy_conv_defs(conv_defs)  # pylint: disable=protected-access
+        conv_defs = lib.copy_conv_defs(conv_defs)
         conv_defs['spec'][-1] = conv_defs['spec'][-1]._replace(
             multiplier_func=lambda params, multiplier: params)
     return lib.mobilenet(input_tensor, num_classes=num_classes,
