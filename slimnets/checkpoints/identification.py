@@ -14,6 +14,7 @@ candidate configuration, and keeping the one that explains them all.
 import collections
 
 from slimnets import mobilenet_v1
+from slimnets import primitives
 from slimnets import registry
 from slimnets.checkpoints.registry import catalogue
 from slimnets.mobilenet import conv_blocks
@@ -107,7 +108,7 @@ def _spec_expected_layers(spec, depth_multiplier, finegrain):
         if finegrain and position == len(spec) - 1:
             layers[name] = int(outputs) if outputs >= 1 else outputs
         else:
-            layers[name] = conv_blocks._make_divisible(  # pylint: disable=protected-access
+            layers[name] = primitives.make_divisible(
                 outputs * depth_multiplier, 8, 8)
     return layers
 
