@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from slimnets import registry
+from slimnets.errors import InputError
 
 # Published figures (millions) of the factory networks at their default
 # depth multiplier, 224x224 input and 1001 classes (research/slim READMEs),
@@ -71,7 +72,7 @@ def count_macs(graph=None):
             continue
         output_elements = _static_elements(graph_op.outputs[0].shape)
         if output_elements is None:
-            raise ValueError('count_macs needs static spatial shapes; %s has '
+            raise InputError('count_macs needs static spatial shapes; %s has '
                              'output shape %s.' % (graph_op.name,
                                                    graph_op.outputs[0].shape))
         kernel_h, kernel_w, in_channels = kernel_shape[:3]

@@ -570,7 +570,7 @@ def main(argv=None):
     try:
         with tflog.filtered_stderr(level):
             args.handler(args)
-    except (SlimnetsError, KeyError, KeyboardInterrupt) as error:
+    except (SlimnetsError, KeyboardInterrupt) as error:
         if args.debug:
             raise
         print('slimnets %s: error: %s' % (args.command, _one_line(error)),
@@ -583,8 +583,7 @@ def _one_line(error):
     """A failure's message on one bounded line."""
     if isinstance(error, KeyboardInterrupt):
         return 'interrupted (Ctrl-C); nothing half-written was kept'
-    message = error.args[0] if isinstance(error, KeyError) and \
-        error.args else str(error)
+    message = str(error)
     message = ' '.join(line.strip() for line in message.splitlines())
     return message[:1500] + ' ...' if len(message) > 1500 else message
 

@@ -29,5 +29,16 @@ class ExportError(SlimnetsError, RuntimeError):
     """An export failed or its self-check did not pass."""
 
 
+class ArgumentTypeError(SlimnetsError, TypeError):
+    """An argument of the wrong kind (an unknown option, a bad var_list)."""
+
+
+class UnknownNameError(SlimnetsError, KeyError):
+    """A name that is not in a table (catalogue, labels); lists close ones."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ''
+
+
 class UsageError(SlimnetsError, ValueError):
     """A command-line value out of its range; the CLI exits with status 2."""

@@ -29,6 +29,7 @@ import tensorflow.compat.v1 as tf
 from slimnets import mobilenet_v1
 from slimnets import registry
 from slimnets import slim
+from slimnets.errors import InputError
 from slimnets.mobilenet import mobilenet as mobilenet_lib
 from slimnets.mobilenet import mobilenet_v2
 from slimnets.mobilenet import mobilenet_v3
@@ -148,7 +149,7 @@ def features(images,
       ValueError: unknown backbone or endpoint.
     """
     if backbone not in BACKBONES:
-        raise ValueError('unknown backbone %r; choose from %s'
+        raise InputError('unknown backbone %r; choose from %s'
                          % (backbone, ', '.join(sorted(BACKBONES))))
     spec = BACKBONES[backbone]
     endpoints = tuple(endpoints or spec.endpoints)
@@ -194,6 +195,6 @@ def features(images,
                     output_stride=output_stride, scope=variable_scope)
     missing = [e for e in endpoints if e not in end_points]
     if missing:
-        raise ValueError('backbone %s has no endpoint %s; it has %s' % (
+        raise InputError('backbone %s has no endpoint %s; it has %s' % (
             backbone, ', '.join(missing), ', '.join(sorted(end_points))))
     return collections.OrderedDict((e, end_points[e]) for e in endpoints)

@@ -7,6 +7,8 @@ order.  The list ships with slimnets (see data/PROVENANCE.md).
 import functools
 import importlib.resources
 
+from slimnets.errors import UnknownNameError
+
 
 @functools.lru_cache(maxsize=None)
 def _rows():
@@ -39,5 +41,5 @@ def label_index(name_or_synset, num_classes=1001):
         candidates = {synset, names} | {n.strip() for n in names.split(',')}
         if name_or_synset in candidates:
             return int(index) - offset
-    raise KeyError('%r is neither an ImageNet synset id nor a label name'
+    raise UnknownNameError('%r is neither an ImageNet synset id nor a label name'
                    % (name_or_synset,))

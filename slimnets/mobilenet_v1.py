@@ -27,6 +27,7 @@ import tensorflow.compat.v1 as tf
 
 from slimnets import primitives
 from slimnets import slim
+from slimnets.errors import InputError
 
 Conv = collections.namedtuple('Conv', ['kernel', 'stride', 'depth'])
 DepthSepConv = collections.namedtuple('DepthSepConv',
@@ -99,10 +100,10 @@ def mobilenet_v1_base(inputs,
         unknown conv def type, or a final_endpoint that was never reached.
     """
     if depth_multiplier <= 0:
-        raise ValueError('depth_multiplier is not greater than zero (got %r).'
+        raise InputError('depth_multiplier is not greater than zero (got %r).'
                          % (depth_multiplier,))
     if output_stride is not None and output_stride not in _ALLOWED_OUTPUT_STRIDES:
-        raise ValueError('Only allowed output_stride values are 8, 16, 32 '
+        raise InputError('Only allowed output_stride values are 8, 16, 32 '
                          '(got %r).' % (output_stride,))
     conv_defs = MOBILENETV1_CONV_DEFS if conv_defs is None else conv_defs
     padding = 'VALID' if use_explicit_padding else 'SAME'
@@ -121,7 +122,7 @@ def mobilenet_v1_base(inputs,
             net = inputs
             for index, conv_def in enumerate(conv_defs):
                 if not isinstance(conv_def, (Conv, DepthSepConv)):
-                    raise ValueError('Unknown convolution type %s for layer %d: '
+                    raise InputError('Unknown convolution type %s for layer %d: '
                                      'use Conv or DepthSepConv.'
                                      % (type(conv_def).__name__, index))
                 name = 'Conv2d_%d' % index
@@ -155,7 +156,7 @@ def mobilenet_v1_base(inputs,
                                       scope=name + '_pointwise')
                     if record(name + '_pointwise', net):
                         return net, end_points
-    raise ValueError('Unknown final endpoint %s; the network built %s.'
+    raise InputError('Unknown final endpoint %s; the network built %s.'
                      % (final_endpoint, ', '.join(end_points)))
 
 
@@ -204,7 +205,7 @@ def mobilenet_v1(inputs,
     """
     input_shape = inputs.get_shape().as_list()
     if len(input_shape) != 4:
-        raise ValueError('Invalid input tensor rank, expected 4, was: %d '
+        raise InputError('Invalid input tensor rank, expected 4, was: %d '
                          '(images must be [batch, height, width, channels]).'
                          % len(input_shape))
 

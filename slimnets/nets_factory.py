@@ -9,6 +9,7 @@ import functools
 
 from slimnets import registry
 from slimnets import slim
+from slimnets.errors import InputError
 
 networks_map = {name: registry.builder(name) for name in registry.NETWORKS}
 
@@ -33,7 +34,7 @@ def get_network_fn(name, num_classes, weight_decay=0.0, is_training=False):
       ValueError: `name` is not a known network.
     """
     if name not in networks_map:
-        raise ValueError('Name of network unknown %s; known networks: %s.'
+        raise InputError('Name of network unknown %s; known networks: %s.'
                          % (name, ', '.join(sorted(networks_map))))
     func = networks_map[name]
 

@@ -15,6 +15,8 @@ All functions are graph ops on one image [height, width, 3] and return
 
 import tensorflow.compat.v1 as tf
 
+from slimnets.errors import InputError
+
 
 def _to_float(image):
     if image.dtype != tf.float32:
@@ -88,7 +90,7 @@ def distort_color(image, color_ordering=0, fast_mode=True, scope=None):
                   [contrast, hue, brightness, saturation],
                   [hue, saturation, contrast, brightness]]
     if not 0 <= color_ordering < len(orders):
-        raise ValueError('color_ordering must be in [0, %d], got %d'
+        raise InputError('color_ordering must be in [0, %d], got %d'
                          % (len(orders) - 1, color_ordering))
     with tf.name_scope(scope, 'distort_color', [image]):
         for distortion in orders[color_ordering]:

@@ -25,6 +25,7 @@ from slimnets import models
 from slimnets import nets_factory
 from slimnets import preprocessing
 from slimnets import slim
+from slimnets.errors import ArgumentTypeError
 from slimnets.errors import InputError
 from slimnets.train_config import DECAY_TYPES
 from slimnets.train_config import DEFAULTS
@@ -54,7 +55,7 @@ def _learning_rate(config, global_step, steps_per_epoch):
             config.learning_rate, global_step, decay_steps,
             config.end_learning_rate, power=1.0, cycle=False,
             name='polynomial_decay_learning_rate')
-    raise ValueError('learning_rate_decay_type must be one of %s, got %r'
+    raise InputError('learning_rate_decay_type must be one of %s, got %r'
                      % (', '.join(DECAY_TYPES),
                         config.learning_rate_decay_type))
 
@@ -83,7 +84,7 @@ def _optimizer(config, learning_rate):
         return tf.train.RMSPropOptimizer(learning_rate, decay=config.rmsprop_decay,
                                          momentum=config.rmsprop_momentum,
                                          epsilon=config.opt_epsilon)
-    raise ValueError('optimizer must be one of %s, got %r'
+    raise InputError('optimizer must be one of %s, got %r'
                      % (', '.join(OPTIMIZERS), name))
 
 
@@ -115,7 +116,7 @@ def _trainable_variables(trainable_scopes):
     for scope in trainable_scopes:
         selected.extend(tf.trainable_variables(scope.strip()))
     if not selected:
-        raise ValueError('no trainable variables under %s' % trainable_scopes)
+        raise InputError('no trainable variables under %s' % trainable_scopes)
     return selected
 
 
@@ -167,7 +168,7 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
     """
     unknown = set(options) - set(TrainConfig._fields)
     if unknown:
-        raise TypeError('unknown training options: %s' % ', '.join(
+        raise ArgumentTypeError('unknown training options: %s' % ', '.join(
             sorted(unknown)))
     config = DEFAULTS._replace(**options)
     examples, class_names = datasets.training_examples(data)

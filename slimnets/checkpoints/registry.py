@@ -9,6 +9,7 @@ import collections
 import importlib.resources
 import json
 import os
+from slimnets.errors import UnknownNameError
 
 CACHE_ENVIRONMENT_VARIABLE = 'SLIMNETS_CACHE'
 
@@ -48,7 +49,7 @@ def entry(name):
     if name in entries:
         return entries[name]
     close = [n for n in entries if name.lower() in n.lower()][:8]
-    raise KeyError('%r is not in the checkpoint catalogue%s. `slimnets list` '
+    raise UnknownNameError('%r is not in the checkpoint catalogue%s. `slimnets list` '
                    'shows every name.' % (
                        name, '; did you mean %s?' % ', '.join(close)
                        if close else ''))

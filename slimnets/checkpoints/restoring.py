@@ -15,6 +15,8 @@ from slimnets.checkpoints import download
 from slimnets.checkpoints import identification as identify_lib
 from slimnets.checkpoints import reader
 from slimnets.checkpoints.errors import CheckpointError
+from slimnets.errors import ArgumentTypeError
+from slimnets.errors import InputError
 
 SHADOW_SUFFIX = identify_lib.SHADOW_SUFFIX
 _LISTED = 12  # variables named in one error message
@@ -38,7 +40,7 @@ def _graph_variables(var_list):
         with var_list.as_default():
             var_list = tf.global_variables()
     elif isinstance(var_list, dict):
-        raise TypeError('var_list must be a list of variables or a graph; '
+        raise ArgumentTypeError('var_list must be a list of variables or a graph; '
                         'use scope_map to rename')
     return list(var_list)
 
@@ -99,7 +101,7 @@ def plan(checkpoint, var_list=None, scope_map=None, moving_average='auto',
       A `RestorePlan` (nothing is assigned).
     """
     if moving_average not in (True, False, 'auto'):
-        raise ValueError("moving_average must be True, False or 'auto', got %r"
+        raise InputError("moving_average must be True, False or 'auto', got %r"
                          % (moving_average,))
     prefix = download.resolve(checkpoint, cache_dir=cache_dir)
     _, checkpoint_reader = reader.open_checkpoint(prefix)

@@ -22,6 +22,8 @@ import tensorflow.compat.v1 as tf
 
 from slimnets import primitives
 from slimnets import slim
+from slimnets.errors import ArgumentTypeError
+from slimnets.errors import InputError
 
 # The reference module's names for the shared primitives.
 _fixed_padding = primitives.fixed_padding
@@ -39,9 +41,9 @@ def _split_divisible(num, num_ways, divisible_by=8):
         would be smaller than `divisible_by`.
     """
     if num % divisible_by:
-        raise ValueError('%d is not divisible by %d.' % (num, divisible_by))
+        raise InputError('%d is not divisible by %d.' % (num, divisible_by))
     if num / num_ways < divisible_by:
-        raise ValueError('%d cannot be split %d ways into parts of at least '
+        raise InputError('%d cannot be split %d ways into parts of at least '
                          '%d.' % (num, num_ways, divisible_by))
     base = num // num_ways // divisible_by * divisible_by
     parts = []
@@ -244,12 +246,12 @@ def expanded_conv(input_tensor,
             slim.arg_scope((slim.separable_conv2d,), **depthwise_defaults):
         input_depth = input_tensor.get_shape().as_list()[3]
         if depthwise_location not in (None, 'input', 'output', 'expansion'):
-            raise TypeError('%r is unknown value for depthwise_location; use '
+            raise ArgumentTypeError('%r is unknown value for depthwise_location; use '
                             "None, 'input', 'output' or 'expansion'."
                             % (depthwise_location,))
         if use_explicit_padding:
             if padding != 'SAME':
-                raise TypeError('`use_explicit_padding` should only be used '
+                raise ArgumentTypeError('`use_explicit_padding` should only be used '
                                 'with "SAME" padding (got %r).' % (padding,))
             padding = 'VALID'
         depthwise = functools.partial(

@@ -24,6 +24,7 @@ import tensorflow.compat.v1 as tf
 
 from slimnets import primitives
 from slimnets import slim
+from slimnets.errors import InputError
 
 # The reference module's names for the shared primitives.
 _fixed_padding = primitives.fixed_padding
@@ -187,11 +188,11 @@ def mobilenet_base(inputs,
       ValueError: multiplier <= 0 or an invalid output_stride.
     """
     if multiplier <= 0:
-        raise ValueError('multiplier is not greater than zero (got %r).'
+        raise InputError('multiplier is not greater than zero (got %r).'
                          % (multiplier,))
     if output_stride is not None and (
             output_stride == 0 or (output_stride > 1 and output_stride % 2)):
-        raise ValueError('Output stride must be None, 1 or a multiple of 2 '
+        raise InputError('Output stride must be None, 1 or a multiple of 2 '
                          '(got %r).' % (output_stride,))
     defaults = conv_defs.get('defaults', {})
     overrides = dict(conv_defs.get('overrides', {}))
@@ -270,7 +271,7 @@ def mobilenet(inputs,
     is_training = mobilenet_args.get('is_training', False)
     input_shape = inputs.get_shape().as_list()
     if len(input_shape) != 4:
-        raise ValueError('Expected rank 4 input, was: %d (images must be '
+        raise InputError('Expected rank 4 input, was: %d (images must be '
                          '[batch, height, width, channels]).' % len(input_shape))
 
     with tf.variable_scope(scope, 'Mobilenet', reuse=reuse) as variable_scope:

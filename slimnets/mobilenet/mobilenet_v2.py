@@ -11,6 +11,7 @@ import tensorflow.compat.v1 as tf
 
 from slimnets import primitives
 from slimnets import slim
+from slimnets.errors import InputError
 from slimnets.mobilenet import conv_blocks as ops
 from slimnets.mobilenet import mobilenet as lib
 
@@ -118,7 +119,7 @@ def mobilenet(input_tensor,
     if conv_defs is None:
         conv_defs = V2_DEF
     if 'multiplier' in kwargs:
-        raise ValueError("mobilenetv2 doesn't support generic multiplier "
+        raise InputError("mobilenetv2 doesn't support generic multiplier "
                          'parameter use "depth_multiplier" instead.')
     if finegrain_classification_mode and depth_multiplier < 1:
         conv_defs = lib.copy_conv_defs(conv_defs)

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from slimnets import slim
+from slimnets.errors import InputError
 from slimnets.mobilenet import conv_blocks as ops
 from slimnets.mobilenet import mobilenet as lib
 
@@ -271,7 +272,7 @@ def mobilenet(input_tensor,
     if conv_defs is None:
         conv_defs = V3_LARGE
     if 'multiplier' in kwargs:
-        raise ValueError("mobilenetv2 doesn't support generic multiplier "
+        raise InputError("mobilenetv2 doesn't support generic multiplier "
                          'parameter use "depth_multiplier" instead.')
     if use_groupnorm:
         conv_defs = lib.copy_conv_defs(conv_defs)

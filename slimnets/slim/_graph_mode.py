@@ -12,13 +12,15 @@ import warnings
 
 import tensorflow.compat.v1 as tf
 
+from slimnets.errors import SlimnetsError
+
 GRAPH_MODE_HINT = (
     'Build slim networks in graph mode: wrap the code in '
     '`with tf.Graph().as_default():` (and run it in a `tf.compat.v1.Session`), '
     'or trace it with `tf.compat.v1.wrap_function`.')
 
 
-class EagerExecutionError(RuntimeError):
+class EagerExecutionError(SlimnetsError, RuntimeError):
     """A graph-only slim function was called while executing eagerly."""
 
 

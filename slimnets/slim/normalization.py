@@ -34,6 +34,7 @@ from tensorflow.python.training import moving_averages  # pylint: disable=g-dire
 from tf_slim.layers import utils as slim_utils
 from tf_slim.ops import variables as slim_variables
 
+from slimnets.errors import InputError
 from slimnets.slim._graph_mode import ensure_graph_mode
 
 DATA_FORMAT_NHWC = 'NHWC'
@@ -256,7 +257,7 @@ def batch_norm(inputs,
     if adjustment is not None:
         _unsupported('adjustment')
     if data_format not in (DATA_FORMAT_NHWC, DATA_FORMAT_NCHW):
-        raise ValueError('data_format must be "NHWC" or "NCHW", got %r.'
+        raise InputError('data_format must be "NHWC" or "NCHW", got %r.'
                          % (data_format,))
     if fused is None:
         fused = True
@@ -264,15 +265,15 @@ def batch_norm(inputs,
     inputs = tf.convert_to_tensor(inputs)
     rank = inputs.shape.ndims
     if rank is None:
-        raise ValueError('batch_norm needs an input of known rank; %s has '
+        raise InputError('batch_norm needs an input of known rank; %s has '
                          'unknown rank.' % inputs.name)
     if rank < 2:
-        raise ValueError('batch_norm needs an input of rank >= 2 ([batch, '
+        raise InputError('batch_norm needs an input of rank >= 2 ([batch, '
                          'channels, ...]); %s has rank %d.' % (inputs.name, rank))
     channel_axis = 1 if (data_format == DATA_FORMAT_NCHW and rank > 2) else -1
     channels = inputs.shape[channel_axis]
     if channels is None:
-        raise ValueError('batch_norm needs a known channel dimension; %s has '
+        raise InputError('batch_norm needs a known channel dimension; %s has '
                          'shape %s.' % (inputs.name, inputs.shape))
 
     use_fused_kernel = fused and rank in (2, 4) and batch_weights is None

@@ -12,6 +12,7 @@ import logging
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from slimnets.errors import InputError
 from slimnets.slim.normalization import batch_norm
 
 _log = logging.getLogger(__name__)
@@ -24,13 +25,13 @@ def constant_value(value_or_tensor_or_var, dtype=None):
     is only known at run time (a variable or a placeholder).
     """
     if value_or_tensor_or_var is None:
-        raise ValueError('value_or_tensor_or_var cannot be None')
+        raise InputError('value_or_tensor_or_var cannot be None')
     value = value_or_tensor_or_var
     if isinstance(value, tf.Variable):
         return None
     if tf.is_tensor(value):
         if dtype and not dtype.is_compatible_with(value.dtype):
-            raise ValueError('The type of value_or_tensor_or_var must be %s, '
+            raise InputError('The type of value_or_tensor_or_var must be %s, '
                              'got %s' % (dtype, value.dtype))
         value = tf.get_static_value(value)
         if isinstance(value, np.ndarray) and value.ndim == 0:
