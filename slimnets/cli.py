@@ -314,19 +314,22 @@ def command_inspect(args):
 
 def command_list(args):
     from slimnets import checkpoints  # pylint: disable=import-outside-toplevel
-    print('%-38s %-7s %5s %5s %-8s %7s %7s %6s %6s  %s' % (
+    print('%-38s %-7s %5s %5s %-8s %7s %7s %6s %6s  %-14s %s' % (
         'name', 'family', 'depth', 'size', 'weights', 'MACs(M)', 'params',
-        'top-1', 'top-5', 'cached'))
+        'top-1', 'top-5', 'sources', 'cached'))
     for item in checkpoints.catalogue():
         if args.family and item.family != args.family:
             continue
         cached = checkpoints.cached_checkpoint(item.name, args.cache_dir)
-        print('%-38s %-7s %5s %5d %-8s %7s %7s %6s %6s  %s' % (
+        print('%-38s %-7s %5s %5d %-8s %7s %7s %6s %6s  %-14s %s' % (
             item.name, item.family, item.network_kwargs['depth_multiplier'],
             item.input_size, item.weights.split()[0][:8],
             _number(item.macs_millions), _number(item.params_millions),
             _number(item.top1), _number(item.top5),
-            'yes' if cached else '-'))
+            checkpoints.source_summary(item), 'yes' if cached else '-'))
+        if args.sources:
+            for fmt, url in checkpoints.available_sources(item):
+                print('    %-12s %s' % (fmt, url))
 
 
 def _number(value):
@@ -488,6 +491,9 @@ def build_parser():
                     'published accuracy, MACs and parameters, and whether '
                     'it is in the cache.')
     listing.add_argument('--family', choices=tuple(registry.FAMILIES))
+    listing.add_argument('--sources', action='store_true',
+                         help='also list every source URL, in the order '
+                              'fetch tries them')
     add_cache_argument(listing)
     listing.set_defaults(handler=command_list)
 

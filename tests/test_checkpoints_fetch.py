@@ -3,8 +3,10 @@
 Every archive is built by the test; nothing leaves this machine.
 """
 
+import hashlib
 import http.server
 import io
+import logging
 import os
 import socket
 import tarfile
@@ -40,7 +42,9 @@ def test_catalogue_entries_name_buildable_networks():
     for item in checkpoints.catalogue():
         assert item.network in nets_factory.networks_map, item.name
         assert item.num_classes == 1001
-        assert item.url.startswith(('http://', 'https://'))
+        assert item.sources and all(
+            s.url.startswith('https://') for s in item.sources), item.name
+        assert item.sources[0].format == 'slim-archive'
         assert item.params_millions > 0 and item.macs_millions > 0
         finegrain = item.network_kwargs.get('finegrain_classification_mode')
         if item.family == 'v2':
@@ -114,16 +118,19 @@ class _Server(object):
 
 @pytest.fixture(scope='module')
 def tiny_checkpoint(tmp_path_factory):
-    """A real (small) checkpoint and its files' bytes."""
+    """A complete mobilenet_v1_0.25_128 checkpoint (random weights, the
+    first convolution all ones) and its files' bytes."""
     folder = tmp_path_factory.mktemp('source')
     prefix = str(folder / 'model.ckpt')
     with tf.Graph().as_default():
-        tf.get_variable('MobilenetV1/Conv2d_0/weights', [3, 3, 3, 8],
-                        initializer=tf.ones_initializer())
-        tf.get_variable('MobilenetV1/Logits/Conv2d_1c_1x1/biases', [1001],
-                        initializer=tf.zeros_initializer())
+        images = tf.placeholder(tf.float32, [1, 128, 128, 3])
+        nets_factory.get_network_fn('mobilenet_v1', 1001)(
+            images, depth_multiplier=0.25)
+        first = [v for v in tf.global_variables()
+                 if v.op.name == 'MobilenetV1/Conv2d_0/weights'][0]
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
+            sess.run(first.assign(tf.ones_like(first)))
             tf.train.Saver().save(sess, prefix, write_meta_graph=False)
     files = {}
     for name in os.listdir(folder):
@@ -151,11 +158,16 @@ def make_tar(members, mode='w:gz'):
 
 
 def entry_for(url, name='mobilenet_v1_0.25_128', member=None):
-    return checkpoints.entry(name)._replace(url=url, member=member)
+    return checkpoints.entry(name).with_url(url)._replace(member=member)
+
+
+def leftovers(cache):
+    """What the cache holds besides fetch's lock files."""
+    return sorted(n for n in os.listdir(cache) if not n.endswith('.lock'))
 
 
 def cache_is_clean(cache):
-    return not [n for n in os.listdir(cache) if n.startswith('.')]
+    return not [n for n in leftovers(cache) if n.startswith('.')]
 
 
 def test_complete_download_and_cache_reuse(tmp_path, tiny_checkpoint):
@@ -236,7 +248,7 @@ def test_bad_downloads_leave_nothing(tmp_path, tiny_checkpoint, route, match):
     message = str(error.value)
     assert item.url in message
     assert str(cache / item.name) in message
-    assert os.listdir(cache) == []
+    assert leftovers(cache) == []
     assert not (tmp_path / 'evil.txt').exists()
 
 
@@ -249,9 +261,11 @@ def test_offline_names_url_and_manual_location(tmp_path):
         checkpoints.fetch(item, cache_dir=str(tmp_path), progress=False,
                           timeout=5)
     message = str(error.value)
-    assert 'Could not download http://127.0.0.1:%d/gone.tgz' % port in message
+    assert message.startswith('Could not download mobilenet_v1_0.25_128: tried '
+                              'http://127.0.0.1:%d/gone.tgz (' % port)
+    assert '--checkpoint PATH' in message and '--url URL' in message
     assert 'by hand' in message and str(tmp_path / item.name) in message
-    assert os.listdir(tmp_path) == []
+    assert leftovers(tmp_path) == []
 
 
 def test_resolve_paths_and_names(tmp_path, tiny_checkpoint):
@@ -281,3 +295,155 @@ def test_tiny_checkpoint_values_survive(tmp_path, tiny_checkpoint):
     np.testing.assert_array_equal(
         reader.get_tensor('MobilenetV1/Conv2d_0/weights'),
         np.ones([3, 3, 3, 8], np.float32))
+
+
+# ------------------------------------------- sources: https, then Keras
+
+def test_every_entry_lists_https_sources_in_order():
+    entries = checkpoints.catalogue()
+    assert not [s.url for i in entries for s in i.sources
+                if not s.url.startswith('https://')]
+    keras_served = {i.name for i in entries
+                    if any(s.format == 'keras-h5' for s in i.sources)}
+    # Every float v1 and v2 entry and the six float v3 ones have a Keras copy.
+    assert len(keras_served) == 16 + 22 + 6
+    for item in entries:
+        formats = [s.format for s in item.sources]
+        assert formats[0] == 'slim-archive', item.name
+        assert formats == sorted(formats, key=('slim-archive',
+                                               'keras-h5').index)
+        assert (item.name in keras_served) == (item.weights == 'float' and
+                                                item.family != 'edgetpu')
+    item = checkpoints.entry('mobilenet_v1_0.25_128')
+    assert [s.url.rsplit('/', 1)[-1] for s in item.sources] == [
+        'mobilenet_v1_0.25_128.tgz', 'mobilenet_2_5_128_tf.h5',
+        'mobilenet_2_5_128_tf.h5']
+    v3 = checkpoints.entry('v3-small-minimalistic_224_1.0_float').sources[1]
+    assert v3.url.endswith('weights_mobilenet_v3_small_minimalistic_224_1.0_'
+                           'float.h5')
+    assert v3.md5 == '99cd97fb2fcdad2bf028eb838de69e37'
+
+
+@pytest.fixture(scope='module')
+def keras_v1_quarter(tmp_path_factory):
+    """A Keras Applications MobileNet(alpha=0.25) at 128 px with random
+    weights and batch-norm statistics, its weights in Keras Applications'
+    (legacy HDF5) layout, and its logits for a fixed batch."""
+    import h5py  # pylint: disable=import-outside-toplevel
+    import keras  # pylint: disable=import-outside-toplevel
+    from keras.src.legacy.saving import legacy_h5_format  # pylint: disable=import-outside-toplevel
+    model = keras.applications.MobileNet(
+        alpha=0.25, input_shape=(128, 128, 3), weights=None,
+        classifier_activation=None)
+    rng = np.random.RandomState(0)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if type(layer).__name__ == 'BatchNormalization':
+            weights = [rng.uniform(0.5, 1.5, w.shape) if i in (0, 3) else
+                       rng.normal(0, 0.1, w.shape)
+                       for i, w in enumerate(weights)]
+        else:
+            weights = [w + rng.normal(0, 0.05, w.shape) for w in weights]
+        layer.set_weights([w.astype(np.float32) for w in weights])
+    path = str(tmp_path_factory.mktemp('keras') / 'mobilenet_2_5_128_tf.h5')
+    with h5py.File(path, 'w') as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, model)
+    images = rng.uniform(-1, 1, [3, 128, 128, 3]).astype(np.float32)
+    logits = np.asarray(model(images, training=False)).reshape(3, -1)
+    with open(path, 'rb') as handle:
+        return handle.read(), images, logits
+
+
+def _slim_logits(prefix, images):
+    with tf.Graph().as_default():
+        inputs = tf.placeholder(tf.float32, images.shape)
+        logits, _ = nets_factory.get_network_fn('mobilenet_v1', 1001)(
+            inputs, depth_multiplier=0.25)
+        with tf.Session() as sess:
+            tf.train.Saver().restore(sess, prefix)
+            return sess.run(logits, {inputs: images})
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def _forbidden(handler):
+    handler.send_error(403, 'Forbidden')
+
+
+def test_falls_back_to_keras_weights_when_google_says_403(
+        tmp_path, keras_v1_quarter, caplog):
+    data, images, keras_logits = keras_v1_quarter
+    with _Server({'/models/a.tgz': _forbidden, '/keras/w.h5': data}) as server:
+        item = checkpoints.entry('mobilenet_v1_0.25_128')._replace(sources=(
+            checkpoints.registry.Source(server.url('/models/a.tgz')),
+            checkpoints.registry.Source(
+                server.url('/keras/w.h5'), 'keras-h5',
+                hashlib.sha256(data).hexdigest())))
+        with caplog.at_level(logging.INFO, 'slimnets'):
+            prefix = checkpoints.fetch(item, cache_dir=str(tmp_path),
+                                       progress=False)
+        assert server.requests == ['/models/a.tgz', '/keras/w.h5']
+    assert prefix == str(tmp_path / item.name / (item.name + '.ckpt'))
+    log = caplog.text
+    assert '%s: HTTP 403' % server.url('/models/a.tgz') in log
+    assert '1001-class slim checkpoint' in log and 'background' in log
+    assert 'Stored mobilenet_v1_0.25_128' in log and str(tmp_path) in log
+    slim_logits = _slim_logits(prefix, images)
+    # The background row never wins; the 1000 others are Keras' logits,
+    # and the 1001-way probabilities are Keras' 1000-way ones.
+    assert (slim_logits.argmax(1) > 0).all()
+    np.testing.assert_allclose(slim_logits[:, 1:], keras_logits, atol=1e-5,
+                               rtol=0)
+    np.testing.assert_allclose(_softmax(slim_logits)[:, 1:],
+                               _softmax(keras_logits), atol=1e-5, rtol=0)
+    assert (_softmax(slim_logits)[:, 0] < 1e-30).all()
+    # Offline from now on: the cache answers.
+    again = checkpoints.fetch(item, cache_dir=str(tmp_path), progress=False)
+    assert again == prefix
+    assert cache_is_clean(str(tmp_path))
+
+
+def test_hash_mismatch_and_all_sources_failing_is_one_error(
+        tmp_path, keras_v1_quarter):
+    data = keras_v1_quarter[0]
+    with _Server({'/a.tgz': _forbidden, '/w.h5': data}) as server:
+        item = checkpoints.entry('mobilenet_v1_0.25_128')._replace(sources=(
+            checkpoints.registry.Source(server.url('/a.tgz')),
+            checkpoints.registry.Source(server.url('/w.h5'), 'keras-h5',
+                                        '0' * 64),
+            checkpoints.registry.Source(server.url('/gone.h5'), 'keras-h5')))
+        with pytest.raises(checkpoints.CheckpointError) as error:
+            checkpoints.fetch(item, cache_dir=str(tmp_path), progress=False)
+    message = str(error.value)
+    assert '\n' not in message
+    assert message.startswith('Could not download mobilenet_v1_0.25_128: '
+                              'tried ')
+    for url, reason in [('/a.tgz', 'HTTP 403'), ('/w.h5', 'its sha256 is %s'
+                                                 % hashlib.sha256(
+                                                     data).hexdigest()),
+                        ('/gone.h5', 'HTTP 404')]:
+        assert '%s (%s' % (server.url(url), reason) in message
+    assert '--checkpoint PATH' in message
+    assert 'slimnets fetch mobilenet_v1_0.25_128 --url URL' in message
+    assert leftovers(tmp_path) == []
+
+
+def test_list_shows_sources(capsys, tmp_path):
+    from slimnets import cli  # pylint: disable=import-outside-toplevel
+    cli.main(['list', '--family', 'v3', '--sources', '--cache-dir',
+              str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-2:] == ['sources', 'cached']
+    rows = {l.split()[0]: l.split() for l in lines[1:]
+            if not l.startswith(' ')}
+    assert rows['v3-large_224_1.0_float'][-2:] == ['slim+keras', '-']
+    assert rows['v3-large_224_1.0_uint8'][-2:] == ['slim', '-']
+    urls = [l.split() for l in lines if l.startswith('    ')]
+    assert len(urls) == sum(len(i.sources) for i in checkpoints.catalogue()
+                            if i.family == 'v3')
+    assert ['keras-h5', 'https://storage.googleapis.com/tensorflow/keras-'
+            'applications/mobilenet_v3/weights_mobilenet_v3_large_224_1.0_'
+            'float.h5'] in urls

@@ -12,10 +12,12 @@ from slimnets.checkpoints.reader import checkpoint_prefix
 from slimnets.checkpoints.reader import open_checkpoint
 from slimnets.checkpoints.reader import validate_readable
 from slimnets.checkpoints.reader import variable_shapes
+from slimnets.checkpoints.download import available_sources
 from slimnets.checkpoints.download import cached_checkpoint
 from slimnets.checkpoints.download import extract_archive
 from slimnets.checkpoints.download import fetch
 from slimnets.checkpoints.download import resolve
+from slimnets.checkpoints.download import source_summary
 from slimnets.checkpoints.inspection import diff
 from slimnets.checkpoints.inspection import format_diff
 from slimnets.checkpoints.inspection import format_info

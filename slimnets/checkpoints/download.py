@@ -1,37 +1,104 @@
-"""Downloading published checkpoint archives into the cache, safely.
+"""Fetching published checkpoints into the cache, safely.
 
-`fetch(name)` downloads the catalogue entry's archive to a temporary file,
-extracts it into a temporary folder (refusing members that would land
-outside it, links and devices), checks that the checkpoint inside reads
-completely, and only then moves the folder to `<cache>/<name>/`.  Whatever
-goes wrong, nothing half-written is left in the cache, and the error names
-the URL and where to put the files by hand.
+`fetch(name)` tries the catalogue entry's sources in order (the research/slim
+archive first, then published copies such as the Keras Applications weight
+files).  Each attempt works in a fresh temporary folder beside the target,
+`<cache>/.<name>.partial-<pid>-<random>`:
+
+  1. download (bounded: see `slimnets.checkpoints.transfer`), with a
+     progress bar, then check the sha256 (or the publisher's md5) when the
+     catalogue knows it;
+  2. turn it into a checkpoint: extract only the checkpoint files of an
+     archive (`archives`), or convert a Keras weights file (`keras_weights`,
+     adding the background class);
+  3. validate: every tensor reads, and the variables are those of the
+     entry's network with the same shapes;
+  4. move it into place as `<cache>/<name>/`, with a small manifest
+     (`.slimnets-fetch.json`: source, hashes, files) that later calls trust.
+
+Concurrent fetches of one name take turns (a lock file, `.<name>.lock`);
+the second finds the first's copy.  Nothing outside the temporary folder
+is removed: a `<cache>/<name>/` that exists without a usable checkpoint
+keeps its files (ours are added beside them), and a link there is never
+written through.  Temporary folders of interrupted runs are removed at the
+next fetch.  When no source works, one `CheckpointError` names the model,
+every URL tried with its reason, and the ways out.
 """
 
-import http.client
+import functools
+import json
 import logging
 import os
 import shutil
-import socket
-import tarfile
-import tempfile
-import urllib.error
-import urllib.request
+import time
 
-from slimnets.checkpoints import registry as catalogue_lib
+import tensorflow.compat.v1 as tf
+from tqdm import tqdm
+
+from slimnets import fileio
+from slimnets import nets_factory
+from slimnets.checkpoints import archives
+from slimnets.checkpoints import keras_weights
 from slimnets.checkpoints import reader
+from slimnets.checkpoints import registry as catalogue_lib
+from slimnets.checkpoints import transfer
 from slimnets.checkpoints.errors import CheckpointError
 
 _log = logging.getLogger(__name__)
-_CHUNK = 1 << 16
+MANIFEST = '.slimnets-fetch.json'
+extract_archive = archives.extract_archive  # the public name it had here
 
 
-def _by_hand_hint(item, target):
-    return ('Download %s by hand and extract it into %s (or set $%s to a '
-            'folder that has %s/ in it), then run again.'
-            % (item.url, target, catalogue_lib.CACHE_ENVIRONMENT_VARIABLE,
-               item.name))
+# ------------------------------------------------------------ validation
 
+@functools.lru_cache(maxsize=None)
+def _expected_shapes(network, kwargs_json, num_classes):
+    kwargs = json.loads(kwargs_json)
+    with tf.Graph().as_default():
+        images = tf.placeholder(tf.float32, [1, 224, 224, 3])
+        nets_factory.get_network_fn(network, num_classes)(images, **kwargs)
+        return {v.op.name: v.shape.as_list() for v in tf.global_variables()}
+
+
+def expected_variables(item):
+    """{variable name: shape} of the network that restores `item`."""
+    return dict(_expected_shapes(item.network, json.dumps(
+        item.network_kwargs, sort_keys=True), item.num_classes))
+
+
+def check_matches_entry(prefix, item, read_all=True):
+    """Checks that the checkpoint at `prefix` restores `item`'s network.
+
+    Args:
+      prefix: a checkpoint prefix.
+      item: a `CatalogueEntry`.
+      read_all: also read every tensor (finds truncated data files).
+
+    Raises:
+      CheckpointError: it does not open, a tensor does not read, or a
+        variable of the network is missing or has another shape.
+    """
+    prefix, checkpoint = reader.open_checkpoint(prefix)
+    shapes = checkpoint.get_variable_to_shape_map()
+    wrong = []
+    for name, shape in sorted(expected_variables(item).items()):
+        if name.endswith('global_step'):
+            continue
+        if name not in shapes:
+            wrong.append('%s is missing' % name)
+        elif list(shapes[name]) != shape:
+            wrong.append('%s is %s, not %s' % (name, list(shapes[name]),
+                                               shape))
+    if wrong:
+        raise CheckpointError('the checkpoint does not fit %s (%s): %s%s' % (
+            item.name, item.network, '; '.join(wrong[:3]),
+            ' and %d more' % (len(wrong) - 3) if len(wrong) > 3 else ''))
+    if read_all:
+        reader.read_tensors(checkpoint, prefix, shapes)
+    return prefix
+
+
+# ------------------------------------------------------------- the cache
 
 def _find_checkpoint(folder, member):
     """The checkpoint prefix inside an extracted archive.
@@ -39,14 +106,15 @@ def _find_checkpoint(folder, member):
     Uses the catalogue's `member` when it is there; otherwise the only
     checkpoint, or the moving-average one under an `ema/` folder.
     """
-    if member:
-        for root, _, files in os.walk(folder):
-            if os.path.basename(member) + '.index' in files:
-                return os.path.join(root, os.path.basename(member))
     indexes = []
     for root, _, files in os.walk(folder):
         indexes.extend(os.path.join(root, f[:-len('.index')])
                        for f in files if f.endswith('.index'))
+    if member:
+        named = [p for p in indexes
+                 if os.path.basename(p) == os.path.basename(member)]
+        if named:
+            return sorted(named)[0]
     if len(indexes) == 1:
         return indexes[0]
     moving_average = [p for p in indexes
@@ -62,138 +130,291 @@ def _find_checkpoint(folder, member):
                                       for p in indexes))
 
 
-def _safe_members(archive, destination):
-    """The archive's members, after checking none escapes `destination`."""
-    root = os.path.realpath(destination)
-    members = []
-    for member in archive.getmembers():
-        target = os.path.realpath(os.path.join(destination, member.name))
-        if os.path.isabs(member.name) or not (
-                target == root or target.startswith(root + os.sep)):
-            raise CheckpointError('the archive member %r would be written '
-                                  'outside the extraction folder; refusing '
-                                  'to extract it' % member.name)
-        if member.issym() or member.islnk():
-            raise CheckpointError('the archive member %r is a link; checkpoint '
-                                  'archives hold plain files only' % member.name)
-        if not (member.isfile() or member.isdir()):
-            raise CheckpointError('the archive member %r is not a plain file '
-                                  'or folder' % member.name)
-        members.append(member)
-    return members
-
-
-def extract_archive(path, destination):
-    """Extracts a (compressed) tar archive of plain files into `destination`.
-
-    Raises:
-      CheckpointError: the archive is corrupt or incomplete, or a member is a
-        link, a device, an absolute path or escapes `destination`.
-    """
+def _read_manifest(folder):
+    """The prefix our manifest in `folder` names, if its files are intact."""
     try:
-        with tarfile.open(path, 'r:*') as archive:
-            for member in _safe_members(archive, destination):
-                archive.extract(member, destination, set_attrs=False)
-    except (tarfile.TarError, EOFError, OSError) as error:
-        raise CheckpointError('the archive is corrupt or incomplete (%s)'
-                              % error) from None
-
-
-def _download(url, destination_file, progress, timeout):
-    """Streams `url` into an open file; returns the number of bytes."""
-    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        expected = response.headers.get('Content-Length')
-        expected = int(expected) if expected and expected.isdigit() else None
-        received = 0
-        with tqdm(total=expected, unit='B', unit_scale=True,
-                  unit_divisor=1024, desc=os.path.basename(url),
-                  disable=not progress, leave=False) as bar:
-            while True:
-                chunk = response.read(_CHUNK)
-                if not chunk:
-                    break
-                destination_file.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-    if expected is not None and received != expected:
-        raise CheckpointError('the transfer was interrupted after %d of %d '
-                              'bytes' % (received, expected))
-    return received
-
-
-def cached_checkpoint(name, directory=None):
-    """The prefix of `name`'s checkpoint if it is in the cache, else None."""
-    item = catalogue_lib.entry(name)
-    folder = os.path.join(catalogue_lib.cache_dir(directory), item.name)
-    if not os.path.isdir(folder):
+        with open(os.path.join(folder, MANIFEST), encoding='utf-8') as handle:
+            manifest = json.load(handle)
+        prefix = os.path.join(folder, *manifest['prefix'].split('/'))
+        for relative, size in manifest['files'].items():
+            path = os.path.join(folder, *relative.split('/'))
+            if os.path.islink(path) or os.path.getsize(path) != size:
+                return None
+        if not os.path.isfile(prefix + '.index'):
+            return None
+        return prefix
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _usable(folder, item, thorough):
+    """The checkpoint prefix in a cached `folder`, or None.
+
+    A folder fetched by slimnets has a manifest whose file sizes are
+    checked.  Otherwise (files put there by hand) the checkpoint must open
+    and, when `thorough`, fit the entry's network and read completely.
+    """
+    prefix = _read_manifest(folder)
+    if prefix:
+        return prefix
     try:
-        return _find_checkpoint(folder, item.member)
+        prefix = _find_checkpoint(folder, item.member)
+        if thorough:
+            return check_matches_entry(prefix, item)
+        reader.open_checkpoint(prefix)
+        return prefix
     except CheckpointError:
         return None
 
 
-def fetch(name, cache_dir=None, url=None, progress=True, timeout=60):
-    """Downloads a catalogue checkpoint (once) and returns its prefix.
+def cached_checkpoint(name, directory=None):
+    """The prefix of `name`'s checkpoint if it is in the cache, else None.
+
+    Quick: trusts slimnets' manifest, or that a hand-placed checkpoint opens.
+    """
+    item = catalogue_lib.entry(name)
+    folder = os.path.join(catalogue_lib.cache_dir(directory), item.name)
+    if not os.path.isdir(folder):
+        return None
+    return _usable(folder, item, thorough=False)
+
+
+def available_sources(item):
+    """[(format, url)] of `item`'s sources, in the order fetch tries them."""
+    return [(source.format, source.url) for source in item.sources]
+
+
+def source_summary(item):
+    """'slim', 'slim+keras(2)'...: which kinds of source serve `item`."""
+    counts = {}
+    for source in item.sources:
+        kind = source.format.split('-')[0]
+        counts[kind] = counts.get(kind, 0) + 1
+    return '+'.join(kind if n == 1 else '%s(%d)' % (kind, n)
+                    for kind, n in counts.items())
+
+
+# ------------------------------------------------------------ one source
+
+def _progress_bar(url, enabled):
+    bar = tqdm(unit='B', unit_scale=True, unit_divisor=1024,
+               desc=url.rsplit('/', 1)[-1][:40], disable=not enabled,
+               leave=False)
+
+    def update(value):
+        if isinstance(value, tuple):
+            bar.total = value[1]
+            bar.refresh()
+        else:
+            bar.update(value)
+    return bar, update
+
+
+def _download(source, path, limits, progress):
+    bar, update = _progress_bar(source.url, progress)
+    try:
+        with open(path, 'wb') as handle:
+            size, sha256, md5 = transfer.download(source.url, handle, limits,
+                                                  update)
+    finally:
+        bar.close()
+    for kind, known, actual in (('sha256', source.sha256, sha256),
+                                ('md5', source.md5, md5)):
+        if known and known != actual:
+            raise transfer.TransferError('its %s is %s, the catalogue says %s (a '
+                                  'damaged or different file)'
+                                  % (kind, actual, known))
+    return {'bytes': size, 'sha256': sha256, 'md5': md5,
+            'checked': [k for k in ('sha256', 'md5') if getattr(source, k)]}
+
+
+def _checkpoint_from_keras(item, weights_path, folder):
+    model = keras_weights.keras_application(item.network, item.network_kwargs,
+                                            item.input_size)
+    keras_weights.load_keras_weights_file(model, weights_path)
+    prefix, _ = keras_weights.keras_to_checkpoint(
+        model, os.path.join(folder, item.name + '.ckpt'))
+    _log.info('Converted the Keras Applications weights of %s (1000 classes) '
+              'to a 1001-class slim checkpoint: class 0 (background) has a '
+              'logit 100 below the lowest class bias, so it is never '
+              'predicted and the other probabilities equal Keras\'.',
+              item.name)
+    return prefix
+
+
+def _try_source(item, source, work, limits, max_extract_bytes, progress):
+    """Makes a validated checkpoint from `source` in `work`/checkpoint.
+
+    Returns:
+      (prefix, manifest dict).
+    """
+    downloaded = os.path.join(work, 'download')
+    folder = os.path.join(work, 'checkpoint')
+    os.mkdir(folder)
+    _log.info('Downloading %s from %s', item.name, source.url)
+    digest = _download(source, downloaded, limits, progress)
+    if source.format == 'keras-h5':
+        prefix = _checkpoint_from_keras(item, downloaded, folder)
+    else:
+        archives.extract_checkpoint_files(downloaded, folder,
+                                          max_extract_bytes)
+        prefix = _find_checkpoint(folder, item.member)
+    os.unlink(downloaded)
+    check_matches_entry(prefix, item)
+    files = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            files[os.path.relpath(path, folder).replace(os.sep, '/')] = (
+                os.path.getsize(path))
+    manifest = dict(name=item.name, url=source.url, format=source.format,
+                    prefix=os.path.relpath(prefix, folder).replace(os.sep,
+                                                                   '/'),
+                    files=files, fetched=time.strftime('%Y-%m-%dT%H:%M:%SZ',
+                                                       time.gmtime()),
+                    **digest)
+    with open(os.path.join(folder, MANIFEST), 'w', encoding='utf-8') as handle:
+        json.dump(manifest, handle, indent=1)
+    return prefix, manifest
+
+
+# ---------------------------------------------------------- into place
+
+def _merge_into(folder, target):
+    """Moves every file of `folder` into the existing folder `target`.
+
+    Files already in `target` with one of our names are kept under
+    '<name>.replaced-<time>'; no link in `target` is written through.
+    """
+    stamp = time.strftime('%Y%m%d%H%M%S')
+    for root, _, names in os.walk(folder):
+        relative = os.path.relpath(root, folder)
+        destination = target
+        for part in ([] if relative == '.' else relative.split(os.sep)):
+            destination = os.path.join(destination, part)
+            if os.path.islink(destination) or (
+                    os.path.lexists(destination) and
+                    not os.path.isdir(destination)):
+                raise CheckpointError('%s is in the way (a link or a file); '
+                                      'move it away and fetch again'
+                                      % destination)
+            if not os.path.isdir(destination):
+                os.mkdir(destination)
+        for name in names:
+            path = os.path.join(destination, name)
+            if os.path.lexists(path):
+                kept = '%s.replaced-%s' % (path, stamp)
+                os.rename(path, kept)
+                _log.warning('Kept the earlier %s as %s', path, kept)
+            os.rename(os.path.join(root, name), path)
+
+
+def _failure_message(item, target, attempts):
+    tried = '; '.join('%s (%s)' % (url, reason) for url, reason in attempts)
+    return ('Could not download %s: tried %s. Pass a checkpoint you have with '
+            '--checkpoint PATH, or fetch from a mirror with `slimnets fetch '
+            '%s --url URL`, or download a source by hand and extract its '
+            'checkpoint files into %s.' % (item.name, tried, item.name,
+                                           target))
+
+
+def fetch(name, cache_dir=None, url=None, progress=True, timeout=None,
+          connect_timeout=None, stall_timeout=None, deadline=None,
+          max_bytes=None, max_extract_bytes=None):
+    """Fetches a catalogue checkpoint into the cache (once); its prefix.
 
     Args:
       name: a catalogue name (`slimnets list`), or a `CatalogueEntry`.
-      cache_dir: the cache folder (default: see `catalogue.cache_dir`).
-      url: download from this URL instead of the catalogue's (a mirror).
+      cache_dir: the cache folder (default: see `registry.cache_dir`).
+      url: fetch from this URL only (a mirror): a slim archive, or Keras
+        weights when it ends in '.h5'.
       progress: show a progress bar on stderr.
-      timeout: seconds to wait for the server.
+      timeout: the connect timeout (kept for older callers).
+      connect_timeout, stall_timeout, deadline: seconds (connect and
+        headers; without any byte; the whole download).  Default: the
+        environment (`transfer.ENVIRONMENT`), else `transfer.DEFAULT_LIMITS`.
+      max_bytes: the largest download accepted.
+      max_extract_bytes: cap on an archive's unpacked size (default:
+        $SLIMNETS_MAX_EXTRACT_BYTES, else 4 GiB).
 
     Returns:
       The checkpoint prefix, '<cache>/<name>/.../<something>.ckpt'.
 
     Raises:
-      CheckpointError: offline, interrupted, corrupt or unsafe archive, or no
-        readable checkpoint inside; the cache is left as it was.
+      CheckpointError: no source gave a usable checkpoint (the message names
+        every URL tried and why), or the cache entry is a link to something
+        unusable.  The cache keeps what it had.
     """
     item = name if isinstance(name, catalogue_lib.CatalogueEntry) else (
         catalogue_lib.entry(name))
     if url:
-        item = item._replace(url=url)
+        item = item.with_url(url)
+    limits = transfer.limits_from(
+        connect_timeout=connect_timeout or timeout,
+        stall_timeout=stall_timeout, deadline=deadline, max_bytes=max_bytes)
+    if max_extract_bytes is None:
+        max_extract_bytes = os.environ.get(archives.ENVIRONMENT_VARIABLE) or (
+            archives.DEFAULT_MAX_BYTES)
+    max_extract_bytes = int(transfer.positive_number(
+        max_extract_bytes, 'max_extract_bytes'))
     cache = catalogue_lib.cache_dir(cache_dir)
     target = os.path.join(cache, item.name)
-    if os.path.isdir(target):
-        try:
-            return _find_checkpoint(target, item.member)
-        except CheckpointError:
-            _log.warning('Cached folder %s holds no usable checkpoint; '
-                         'downloading it again.', target)
-            shutil.rmtree(target)
+    if os.path.islink(target):
+        prefix = _usable(target, item, thorough=True) if os.path.isdir(
+            target) else None
+        if prefix:
+            return prefix
+        raise CheckpointError('%s is a link to %s, which holds no usable %s '
+                              'checkpoint; slimnets does not write through '
+                              'links. Point it at a checkpoint folder or '
+                              'remove the link.' % (target, os.path.realpath(
+                                  target), item.name))
     os.makedirs(cache, exist_ok=True)
-    work = tempfile.mkdtemp(prefix='.%s.partial-' % item.name, dir=cache)
-    try:
-        archive_path = os.path.join(work, 'archive')
-        _log.info('Downloading %s from %s', item.name, item.url)
-        try:
-            with open(archive_path, 'wb') as archive_file:
-                _download(item.url, archive_file, progress, timeout)
-        except (urllib.error.URLError, socket.timeout, ConnectionError,
-                OSError, http.client.HTTPException, CheckpointError) as error:
-            reason = getattr(error, 'reason', error)
-            raise CheckpointError('Could not download %s (%s). %s' % (
-                item.url, reason, _by_hand_hint(item, target))) from None
-        extracted = os.path.join(work, 'extracted')
-        os.makedirs(extracted)
-        try:
-            extract_archive(archive_path, extracted)
-            prefix = _find_checkpoint(extracted, item.member)
-            reader.validate_readable(prefix)
-        except CheckpointError as error:
-            raise CheckpointError('The download of %s is not a usable '
-                                  'checkpoint archive: %s. %s' % (
-                                      item.url, error,
-                                      _by_hand_hint(item, target))) from None
-        os.replace(extracted, target)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    shutil.rmtree(work, ignore_errors=True)
-    return os.path.join(target, os.path.relpath(prefix, extracted))
+    with fileio.file_lock(os.path.join(cache, '.%s.lock' % item.name)):
+        fileio.remove_stale(cache, item.name, ('partial',))
+        if os.path.isdir(target):
+            prefix = _usable(target, item, thorough=True)
+            if prefix:
+                return prefix
+            _log.warning('%s holds no usable checkpoint; fetching one into '
+                         'it (its files stay).', target)
+        elif os.path.lexists(target):
+            raise CheckpointError('%s is in the way: it is not a folder. Move '
+                                  'it away and fetch again.' % target)
+        attempts = []
+        for source in item.sources:
+            work = fileio.temporary_name(target, 'partial')
+            os.mkdir(work)
+            try:
+                prefix, _ = _try_source(item, source, work, limits,
+                                        max_extract_bytes, progress)
+                folder = os.path.join(work, 'checkpoint')
+                relative = os.path.relpath(prefix, folder)
+                if os.path.isdir(target):
+                    _merge_into(folder, target)
+                else:
+                    os.rename(folder, target)
+            except transfer.TransferError as error:
+                attempts.append((source.url, str(error)))
+            except CheckpointError as error:
+                attempts.append((source.url, 'not a usable checkpoint: %s'
+                                 % error))
+            except OSError as error:
+                raise CheckpointError(
+                    'Could not fetch %s into %s: %s. Free some space or set '
+                    '$%s to another folder.' % (
+                        item.name, cache, error,
+                        catalogue_lib.CACHE_ENVIRONMENT_VARIABLE)) from None
+            else:
+                prefix = os.path.join(target, relative)
+                _log.info('Stored %s (from %s) in %s', item.name, source.url,
+                          target)
+                return prefix
+            finally:
+                if os.path.isdir(work) and not os.path.islink(work):
+                    shutil.rmtree(work, ignore_errors=True)
+            _log.warning('%s: %s', *attempts[-1])
+    raise CheckpointError(_failure_message(item, target, attempts))
 
 
 def resolve(name_or_path, cache_dir=None, progress=True):
@@ -215,3 +436,4 @@ def resolve(name_or_path, cache_dir=None, progress=True):
         return fetch(text, cache_dir=cache_dir, progress=progress)
     prefix, _ = reader.open_checkpoint(text)
     return prefix
+

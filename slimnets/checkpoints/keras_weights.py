@@ -18,6 +18,7 @@ networks take inputs already scaled to [-1, 1]); classifiers with
 `classifier_activation=None` give the logits.
 """
 
+import os
 import re
 
 import numpy as np
@@ -235,5 +236,67 @@ def checkpoint_to_keras(checkpoint, model, moving_average='auto'):
     return model
 
 
-__all__ = ['keras_family', 'layer_scopes', 'keras_to_variables',
+def keras_application(network, network_kwargs, input_size):
+    """The Keras Applications model (random weights, logits out) whose
+    weights fill the slim network `network` (a nets_factory name) built
+    with `network_kwargs` at `input_size`.
+
+    Raises:
+      CheckpointError: Keras Applications has no such model.
+    """
+    import keras  # pylint: disable=import-outside-toplevel  (heavy, optional)
+    alpha = network_kwargs.get('depth_multiplier', 1.0)
+    shape = (input_size, input_size, 3)
+    common = dict(weights=None, input_shape=shape, classifier_activation=None)
+    if network.startswith('mobilenet_v1'):
+        return keras.applications.MobileNet(alpha=alpha, **common)
+    if network.startswith('mobilenet_v2'):
+        return keras.applications.MobileNetV2(alpha=alpha, **common)
+    if network.startswith('mobilenet_v3_'):
+        function = (keras.applications.MobileNetV3Large
+                    if network.startswith('mobilenet_v3_large') else
+                    keras.applications.MobileNetV3Small)
+        return function(alpha=alpha, minimalistic='minimalistic' in network,
+                        include_preprocessing=False, **common)
+    raise CheckpointError('Keras Applications has no counterpart of %s'
+                          % network)
+
+
+def load_keras_weights_file(model, path):
+    """Loads a Keras weights file (.h5, legacy or Keras 3 layout) into
+    `model`, in place.
+
+    Raises:
+      CheckpointError: the file is not a weights file of this model.
+    """
+    import h5py  # pylint: disable=import-outside-toplevel  (comes with keras)
+    try:
+        with h5py.File(path, 'r') as handle:
+            legacy = 'layer_names' in handle.attrs or (
+                'model_weights' in handle)
+        if legacy:
+            named = path if path.endswith('.h5') and not path.endswith(
+                '.weights.h5') else path + '.h5'
+        else:
+            named = path if path.endswith('.weights.h5') else (
+                path + '.weights.h5')
+        if named != path:
+            os.link(path, named)
+        try:
+            model.load_weights(named)
+        finally:
+            if named != path:
+                os.unlink(named)
+    except CheckpointError:
+        raise
+    except Exception as error:  # pylint: disable=broad-except
+        # h5py and Keras raise OSError, KeyError, ValueError, TypeError...
+        raise CheckpointError('%s is not a Keras weights file for %s (%s: %s)'
+                              % (path, model.name, type(error).__name__,
+                                 str(error).splitlines()[0] if str(error)
+                                 else '')) from None
+    return model
+
+
+__all__ = ['keras_application', 'load_keras_weights_file', 'keras_family', 'layer_scopes', 'keras_to_variables',
            'keras_to_checkpoint', 'checkpoint_to_keras']

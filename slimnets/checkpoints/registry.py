@@ -1,24 +1,119 @@
 """The catalogue of published checkpoints and the local download cache.
 
 The catalogue (`slimnets/data/catalogue.json`, package data read through
-`importlib.resources`, so every kind of install carries it) lists every published research/slim MobileNet
-archive with the network that restores it and its published figures.
+`importlib.resources`, so every kind of install carries it) lists every
+published research/slim MobileNet archive with the network that restores it,
+its published figures and its sources: where the weights can be downloaded,
+in the order `fetch` tries them (see `FORMATS`).
 """
 
 import collections
 import importlib.resources
 import json
 import os
+import re
+
+from slimnets.errors import CheckpointError
 from slimnets.errors import UnknownNameError
 
 CACHE_ENVIRONMENT_VARIABLE = 'SLIMNETS_CACHE'
 
-CatalogueEntry = collections.namedtuple('CatalogueEntry', [
-    'name', 'family', 'url', 'member', 'network', 'network_kwargs',
+# What a source's file is; the catalogue's "formats" section says more.
+FORMATS = ('slim-archive', 'keras-h5')
+
+Source = collections.namedtuple('Source', ['url', 'format', 'sha256', 'md5'])
+Source.__new__.__defaults__ = ('slim-archive', None, None)
+
+_FIELDS = [
+    'name', 'family', 'sources', 'member', 'network', 'network_kwargs',
     'input_size', 'num_classes', 'weights', 'moving_average_shadows', 'top1',
-    'top5', 'macs_millions', 'params_millions', 'notes'])
+    'top5', 'macs_millions', 'params_millions', 'notes']
+
+
+class CatalogueEntry(collections.namedtuple('CatalogueEntry', _FIELDS)):
+    """One published checkpoint; `sources` is a tuple of `Source`."""
+
+    __slots__ = ()
+
+    @property
+    def url(self):
+        """The first (preferred) source's URL."""
+        return self.sources[0].url
+
+    def with_url(self, url):
+        """This entry served from `url` only (a mirror); the format comes
+        from the name ('.h5': Keras weights, else a slim archive)."""
+        fmt = 'keras-h5' if url.split('?')[0].endswith('.h5') else (
+            'slim-archive')
+        return self._replace(sources=(Source(url, fmt),))
+
 
 _ENTRIES = None
+_HEX = {'sha256': re.compile(r'^[0-9a-f]{64}$'),
+        'md5': re.compile(r'^[0-9a-f]{32}$')}
+
+
+def _check(condition, origin, what):
+    if not condition:
+        raise CheckpointError('The checkpoint catalogue %s is damaged: %s. '
+                              'Reinstall slimnets.' % (origin, what))
+
+
+def _source(row, origin, name):
+    _check(isinstance(row, dict) and set(row) == set(Source._fields), origin,
+           '%s has a source that is not {%s}' % (name,
+                                                 ', '.join(Source._fields)))
+    _check(isinstance(row['url'], str) and
+           re.match(r'^https?://[^\s/]+/\S*$', row['url']), origin,
+           '%s has a source URL that is not http(s): %r' % (name, row['url']))
+    _check(row['format'] in FORMATS, origin, '%s has a source of unknown '
+           'format %r' % (name, row['format']))
+    for key, pattern in _HEX.items():
+        _check(row[key] is None or (isinstance(row[key], str) and
+                                    pattern.match(row[key])), origin,
+               '%s has a malformed %s' % (name, key))
+    return Source(**row)
+
+
+def parse_catalogue(text, origin='(text)'):
+    """{name: CatalogueEntry} from the catalogue's JSON text, checked.
+
+    Raises:
+      CheckpointError: not JSON, or an entry lacks a field or has one of
+        the wrong type.
+    """
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as error:  # JSON and Unicode errors
+        raise CheckpointError('The checkpoint catalogue %s is damaged: %s. '
+                              'Reinstall slimnets.' % (origin, error)
+                              ) from None
+    _check(isinstance(document, dict) and
+           isinstance(document.get('checkpoints'), list), origin,
+           'no "checkpoints" list')
+    entries = collections.OrderedDict()
+    for row in document['checkpoints']:
+        _check(isinstance(row, dict) and set(row) == set(_FIELDS), origin,
+               'an entry does not have exactly the fields %s'
+               % ', '.join(_FIELDS))
+        name = row['name']
+        _check(isinstance(name, str) and re.match(r'^[\w.-]+$', name) and
+               name not in entries, origin, 'bad or repeated name %r' % name)
+        _check(isinstance(row['sources'], list) and row['sources'], origin,
+               '%s lists no sources' % name)
+        _check(isinstance(row['network'], str) and
+               isinstance(row['network_kwargs'], dict) and
+               isinstance(row['member'], (str, type(None))) and
+               all(isinstance(row[k], int) and not isinstance(row[k], bool)
+                   and 0 < row[k] < 100000
+                   for k in ('input_size', 'num_classes')) and
+               all(isinstance(row[k], (int, float, type(None))) for k in
+                   ('top1', 'top5', 'macs_millions', 'params_millions')),
+               origin, '%s has a field of the wrong type' % name)
+        row = dict(row, sources=tuple(_source(s, origin, name)
+                                      for s in row['sources']))
+        entries[name] = CatalogueEntry(**row)
+    return entries
 
 
 def _load():
@@ -26,11 +121,7 @@ def _load():
     if _ENTRIES is None:
         resource = importlib.resources.files('slimnets').joinpath(
             'data', 'catalogue.json')
-        with resource.open('r', encoding='utf-8') as handle:
-            document = json.load(handle)
-        _ENTRIES = collections.OrderedDict(
-            (row['name'], CatalogueEntry(**row))
-            for row in document['checkpoints'])
+        _ENTRIES = parse_catalogue(resource.read_bytes(), str(resource))
     return _ENTRIES
 
 

@@ -1,0 +1,202 @@
+"""Writing files and folders so that a failure never leaves half of one.
+
+Every file slimnets writes goes to a temporary name in the destination's
+own folder, is flushed to disk, and only then takes the final name with
+`os.replace` (atomic on POSIX and Windows).  Folders are built under a
+temporary name and swapped in the same way.  Whatever happens in between
+(an exception, Ctrl-C, a full disk), the final path holds the previous
+good content or nothing, and the temporary is removed.  A process killed
+outright (kill -9, power loss) cannot clean up; its temporaries carry its
+process id and `remove_stale` deletes them on a later run once that
+process is gone.
+
+Temporary names: `.<final name>.<kind>-<pid>-<random>` beside the final
+path, kind 'tmp' (being written), 'old' (the previous folder, being
+removed after a swap) or 'partial' (a download being assembled).
+
+This module is a low layer: it imports nothing from slimnets.
+"""
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import time
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; fetches are not parallel
+    fcntl = None
+
+STALE_AFTER_SECONDS = 24 * 3600
+_KINDS = ('tmp', 'old', 'partial')
+
+
+def temporary_name(path, kind='tmp'):
+    """A fresh temporary path beside `path` (not created)."""
+    folder, base = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, '.%s.%s-%d-%s' % (base, kind, os.getpid(),
+                                                  secrets.token_hex(4)))
+
+
+def _owner_alive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else
+    return True
+
+
+def _remove(path):
+    """Removes a file, link or folder tree; never follows a link."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def remove_stale(folder, base=None, kinds=_KINDS):
+    """Deletes temporaries left in `folder` by processes that are gone.
+
+    Args:
+      folder: where to look.
+      base: only temporaries of this final name (default: all).
+      kinds: which kinds of temporaries.
+
+    A temporary is stale when the process that made it no longer runs, or
+    when it is older than a day.  Returns the removed paths.
+    """
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    now = time.time()
+    for name in names:
+        if not name.startswith('.'):
+            continue
+        stem, _, tail = name[1:].rpartition('.')
+        kind, _, rest = tail.partition('-')
+        pid_text = rest.split('-', 1)[0]
+        if (kind not in kinds or not pid_text.isdigit() or
+                (base is not None and stem != base)):
+            continue
+        path = os.path.join(folder, name)
+        try:
+            age = now - os.lstat(path).st_mtime
+        except OSError:
+            continue
+        if _owner_alive(int(pid_text)) and age < STALE_AFTER_SECONDS:
+            continue
+        _remove(path)
+        removed.append(path)
+    return removed
+
+
+def _fsync_folder(folder):
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def atomic_file(path, mode='wb'):
+    """Opens a temporary file that becomes `path` when the block succeeds.
+
+    Usage: `with atomic_file(path) as handle: handle.write(data)`.  The
+    folder of `path` must exist.  On any exception (KeyboardInterrupt
+    included) the temporary is removed and `path` is left as it was.
+    """
+    if 'w' not in mode:
+        raise ValueError('atomic_file writes; mode %r has no "w"' % mode)
+    path = os.path.abspath(path)
+    remove_stale(os.path.dirname(path), os.path.basename(path), ('tmp',))
+    temporary = temporary_name(path)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                         getattr(os, 'O_NOFOLLOW', 0), 0o666)
+    try:
+        with os.fdopen(descriptor, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        _remove(temporary)
+        raise
+    _fsync_folder(os.path.dirname(path))
+
+
+def write_bytes(path, data):
+    """Writes `data` to `path` atomically (see `atomic_file`)."""
+    with atomic_file(path, 'wb') as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_folder(path):
+    """Yields an empty temporary folder that replaces `path` on success.
+
+    Fill the yielded folder; when the block ends without an exception it
+    takes the name `path`.  An existing folder at `path` is replaced (moved
+    aside, then removed); a file or a link there is an error
+    (FileExistsError) and is left alone.  On any exception the temporary
+    folder is removed and `path` is unchanged.
+    """
+    path = os.path.abspath(path)
+    folder = os.path.dirname(path)
+    remove_stale(folder, os.path.basename(path), ('tmp', 'old'))
+    if os.path.islink(path) or (os.path.lexists(path) and
+                                not os.path.isdir(path)):
+        raise FileExistsError(errno.EEXIST, 'not a folder; refusing to '
+                              'replace it', path)
+    temporary = temporary_name(path)
+    os.mkdir(temporary)
+    try:
+        yield temporary
+        old = None
+        if os.path.isdir(path):
+            old = temporary_name(path, 'old')
+            os.rename(path, old)
+        try:
+            os.rename(temporary, path)
+        except BaseException:
+            if old:
+                os.rename(old, path)
+            raise
+    except BaseException:
+        _remove(temporary)
+        raise
+    _fsync_folder(folder)
+    if old:
+        _remove(old)
+
+
+@contextlib.contextmanager
+def file_lock(path):
+    """Holds an exclusive advisory lock on `path` (created if needed).
+
+    Processes that take the same lock run the block one at a time.  The
+    lock file stays (removing it would race with the next taker); the lock
+    is released when the block ends or the process dies.
+    """
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT |
+                         getattr(os, 'O_NOFOLLOW', 0), 0o666)
+    try:
+        if fcntl is not None:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
