@@ -11,6 +11,7 @@ import os
 import socket
 import tarfile
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -101,6 +102,8 @@ class _Server(object):
                 pass
 
         self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.handle_error = lambda *args: None  # clients hang up
         self.thread = threading.Thread(target=self.httpd.serve_forever,
                                        daemon=True)
 
@@ -447,3 +450,227 @@ def test_list_shows_sources(capsys, tmp_path):
     assert ['keras-h5', 'https://storage.googleapis.com/tensorflow/keras-'
             'applications/mobilenet_v3/weights_mobilenet_v3_large_224_1.0_'
             'float.h5'] in urls
+
+
+# ----------------------------------------- nothing of the user's is lost
+
+def _archive_of(tiny_checkpoint, folder='mobilenet_v1_0.25_128'):
+    return make_tar({'%s/%s' % (folder, n): d
+                     for n, d in tiny_checkpoint.items()})
+
+
+def test_user_files_in_the_cache_folder_survive(tmp_path, tiny_checkpoint):
+    target = tmp_path / 'mobilenet_v1_0.25_128'
+    target.mkdir()
+    (target / 'notes.txt').write_text('mine')
+    (target / 'half.index').write_bytes(b'not a whole checkpoint')
+    # A folder holding only an index is not a checkpoint.
+    assert checkpoints.cached_checkpoint(target.name, str(tmp_path)) is None
+    with _Server({'/a.tgz': _archive_of(tiny_checkpoint)}) as server:
+        prefix = checkpoints.fetch(entry_for(server.url('/a.tgz')),
+                                   cache_dir=str(tmp_path), progress=False)
+    assert (target / 'notes.txt').read_text() == 'mine'
+    assert (target / 'half.index').read_bytes() == b'not a whole checkpoint'
+    assert prefix == str(target / 'mobilenet_v1_0.25_128' / 'model.ckpt')
+    assert checkpoints.cached_checkpoint(target.name, str(tmp_path)) == prefix
+    assert cache_is_clean(str(tmp_path))
+
+
+def test_a_link_in_the_cache_is_never_written_through(tmp_path,
+                                                      tiny_checkpoint):
+    outside = tmp_path / 'outside'
+    outside.mkdir()
+    (outside / 'keep.txt').write_text('x')
+    cache = tmp_path / 'cache'
+    cache.mkdir()
+    (cache / 'mobilenet_v1_0.25_128').symlink_to(outside)
+    with _Server({'/a.tgz': _archive_of(tiny_checkpoint)}) as server:
+        with pytest.raises(checkpoints.CheckpointError, match='is a link'):
+            checkpoints.fetch(entry_for(server.url('/a.tgz')),
+                              cache_dir=str(cache), progress=False)
+        assert server.requests == []
+    assert os.listdir(outside) == ['keep.txt']
+    # A link to a good checkpoint is used as it is.
+    for name, data in tiny_checkpoint.items():
+        (outside / name).write_bytes(data)
+    assert checkpoints.fetch('mobilenet_v1_0.25_128', cache_dir=str(cache),
+                             progress=False) == str(
+                                 cache / 'mobilenet_v1_0.25_128' / 'model.ckpt')
+
+
+def test_concurrent_fetches_end_with_one_copy(tmp_path, tiny_checkpoint):
+    archive = _archive_of(tiny_checkpoint)
+
+    def slow(handler):
+        time.sleep(0.5)
+        handler.send_response(200)
+        handler.send_header('Content-Length', str(len(archive)))
+        handler.end_headers()
+        handler.wfile.write(archive)
+
+    results, errors = [], []
+
+    def run(item):
+        try:
+            results.append(checkpoints.fetch(item, cache_dir=str(tmp_path),
+                                             progress=False))
+        except Exception as error:  # pylint: disable=broad-except
+            errors.append(error)
+
+    with _Server({'/a.tgz': slow}) as server:
+        item = entry_for(server.url('/a.tgz'))
+        threads = [threading.Thread(target=run, args=(item,))
+                   for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert server.requests == ['/a.tgz']
+    assert not errors and len(results) == 3 and len(set(results)) == 1
+    assert leftovers(tmp_path) == ['mobilenet_v1_0.25_128']
+    checkpoints.validate_readable(results[0])
+
+
+def test_stale_partial_folders_are_removed(tmp_path, tiny_checkpoint):
+    dead = tmp_path / '.mobilenet_v1_0.25_128.partial-999999999-0a0b0c0d'
+    (dead / 'checkpoint').mkdir(parents=True)
+    (dead / 'download').write_bytes(b'half')
+    alive = tmp_path / '.other_model.partial-999999999-0a0b0c0d'
+    alive.mkdir()
+    with _Server({'/a.tgz': _archive_of(tiny_checkpoint)}) as server:
+        checkpoints.fetch(entry_for(server.url('/a.tgz')),
+                          cache_dir=str(tmp_path), progress=False)
+    assert not dead.exists()
+    assert alive.exists()  # another name's: not this fetch's to remove
+
+
+def test_ctrl_c_leaves_nothing_half_done(tmp_path, tiny_checkpoint,
+                                         monkeypatch):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints.archives, 'extract_checkpoint_files',
+                        interrupted)
+    with _Server({'/a.tgz': _archive_of(tiny_checkpoint)}) as server:
+        with pytest.raises(KeyboardInterrupt):
+            checkpoints.fetch(entry_for(server.url('/a.tgz')),
+                              cache_dir=str(tmp_path), progress=False)
+    assert leftovers(tmp_path) == []
+
+
+# ------------------------------------------- a server that misbehaves
+
+def _trickle(handler):
+    handler.send_response(200)
+    handler.send_header('Content-Length', '1000')
+    handler.end_headers()
+    for _ in range(1000):
+        handler.wfile.write(b'x')
+        handler.wfile.flush()
+        time.sleep(0.05)
+
+
+def _stall(handler):
+    handler.send_response(200)
+    handler.send_header('Content-Length', '1000')
+    handler.end_headers()
+    handler.wfile.write(b'x' * 10)
+    handler.wfile.flush()
+    time.sleep(3)
+
+
+def _silent(handler):
+    time.sleep(3)
+
+
+def _redirect(to):
+    def handler_function(handler):
+        handler.send_response(302)
+        handler.send_header('Location', to)
+        handler.send_header('Content-Length', '0')
+        handler.end_headers()
+    return handler_function
+
+
+def _long_length(handler):
+    handler.send_response(200)
+    handler.send_header('Content-Length', '5000')
+    handler.end_headers()
+    handler.wfile.write(b'x' * 100)
+
+
+@pytest.mark.parametrize('routes,limits,match', [
+    ({'/x': _forbidden}, {}, r'/x \(HTTP 403 Forbidden\)'),
+    ({}, {}, r'/x \(HTTP 404'),
+    ({'/x': _long_length}, {}, 'interrupted after 100 of 5000 bytes'),
+    ({'/x': _trickle}, dict(stall_timeout=2, deadline=0.6),
+     'not complete within the 0.6 s deadline'),
+    ({'/x': _stall}, dict(stall_timeout=0.3), 'no data for 0.3 s'),
+    ({'/x': _silent}, dict(connect_timeout=0.3), 'timed out'),
+    ({'/x': _redirect('/y'), '/y': _redirect('/x')}, {}, 'redirect loop'),
+    ({'/x': _redirect('file:///etc/passwd')}, {}, 'non-http'),
+    ({'/x': b'x' * 5000}, dict(max_bytes=1000), '1000-byte limit'),
+])
+def test_misbehaving_server(tmp_path, routes, limits, match):
+    with _Server(routes) as server:
+        started = time.monotonic()
+        with pytest.raises(checkpoints.CheckpointError, match=match):
+            checkpoints.fetch(entry_for(server.url('/x')),
+                              cache_dir=str(tmp_path), progress=False,
+                              **limits)
+        assert time.monotonic() - started < 2.5
+    assert leftovers(tmp_path) == []
+
+
+def test_limits_come_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv('SLIMNETS_STALL_TIMEOUT', '0.3')
+    with _Server({'/x': _stall}) as server:
+        with pytest.raises(checkpoints.CheckpointError,
+                           match='no data for 0.3 s'):
+            checkpoints.fetch(entry_for(server.url('/x')),
+                              cache_dir=str(tmp_path), progress=False)
+    monkeypatch.setenv('SLIMNETS_DOWNLOAD_DEADLINE', 'soon')
+    with pytest.raises(checkpoints.CheckpointError,
+                       match=r'\$SLIMNETS_DOWNLOAD_DEADLINE must be a '
+                             'positive number'):
+        checkpoints.fetch(entry_for('http://127.0.0.1:9/x'),
+                          cache_dir=str(tmp_path), progress=False)
+
+
+def test_gzip_bomb_is_refused_before_it_is_written(tmp_path,
+                                                   tiny_checkpoint):
+    members = dict(tiny_checkpoint)
+    members['model.ckpt.data-00000-of-00001'] = bytes(64 << 20)
+    bomb = make_tar(members)
+    assert len(bomb) < 1 << 20
+    with _Server({'/b.tgz': bomb}) as server:
+        with pytest.raises(checkpoints.CheckpointError,
+                           match='unpacks to more than 8388608 bytes'):
+            checkpoints.fetch(entry_for(server.url('/b.tgz')),
+                              cache_dir=str(tmp_path), progress=False,
+                              max_extract_bytes=8 << 20)
+    assert leftovers(tmp_path) == []
+
+
+def test_only_checkpoint_members_are_extracted(tmp_path, tiny_checkpoint):
+    members = {'m/' + n: d for n, d in tiny_checkpoint.items()}
+    members.update({'m/frozen_graph.pb': b'g' * 1000,
+                    'm/model.tflite': b't' * 1000, 'm/checkpoint':
+                    b'model_checkpoint_path: "model.ckpt"\n'})
+    with _Server({'/a.tgz': make_tar(members)}) as server:
+        prefix = checkpoints.fetch(entry_for(server.url('/a.tgz')),
+                                   cache_dir=str(tmp_path), progress=False)
+    folder = os.path.dirname(prefix)
+    assert sorted(os.listdir(folder)) == sorted(
+        ['checkpoint'] + list(tiny_checkpoint))
+
+
+def test_catalogue_entry_must_match_the_network(tmp_path, tiny_checkpoint):
+    with _Server({'/a.tgz': _archive_of(tiny_checkpoint)}) as server:
+        item = entry_for(server.url('/a.tgz'), name='mobilenet_v1_0.5_128')
+        with pytest.raises(checkpoints.CheckpointError,
+                           match=r'does not fit mobilenet_v1_0.5_128.*'
+                                 r'Conv2d_0/BatchNorm/beta is \[8\], not '
+                                 r'\[16\].* and 133 more'):
+            checkpoints.fetch(item, cache_dir=str(tmp_path), progress=False)
+    assert leftovers(tmp_path) == []

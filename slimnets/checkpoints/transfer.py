@@ -124,6 +124,10 @@ def _open(url, limits, started):
         connection, path = _connection(url, min(limits.connect_timeout,
                                                 remaining))
         try:
+            connection.connect()
+            # The response reads through this socket even after http.client
+            # lets go of it (HTTP/1.0 servers); keep it to set timeouts.
+            sock = connection.sock
             connection.request('GET', path, headers={
                 'User-Agent': 'slimnets', 'Accept-Encoding': 'identity'})
             response = connection.getresponse()
@@ -149,7 +153,7 @@ def _open(url, limits, started):
             connection.close()
             raise TransferError('HTTP %d %s' % (response.status,
                                                 response.reason))
-        return connection, response
+        return connection, sock, response
 
 
 def download(url, handle, limits=DEFAULT_LIMITS, progress=None):
@@ -173,7 +177,7 @@ def download(url, handle, limits=DEFAULT_LIMITS, progress=None):
     sha256, md5 = hashlib.sha256(), hashlib.md5()
     received = 0
     try:
-        connection, response = _open(url, limits, started)
+        connection, sock, response = _open(url, limits, started)
         try:
             length = response.getheader('Content-Length')
             expected = int(length) if length and length.isdigit() else None
@@ -189,9 +193,7 @@ def download(url, handle, limits=DEFAULT_LIMITS, progress=None):
                     raise TransferError(
                         'not complete within the %g s deadline (%d bytes '
                         'received)' % (limits.deadline, received))
-                if connection.sock is not None:
-                    connection.sock.settimeout(min(limits.stall_timeout,
-                                                   remaining))
+                sock.settimeout(min(limits.stall_timeout, remaining))
                 chunk = response.read1(_CHUNK)
                 if not chunk:
                     break
@@ -205,6 +207,7 @@ def download(url, handle, limits=DEFAULT_LIMITS, progress=None):
                 if progress:
                     progress(len(chunk))
         finally:
+            response.close()
             connection.close()
     except socket.timeout:
         if time.monotonic() - started >= limits.deadline:
