@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf2
 import tensorflow.compat.v1 as tf
 
+from slimnets import fileio
 from slimnets import images as images_lib
 from slimnets import models
 from slimnets import optimize
@@ -69,8 +70,7 @@ def _source_probabilities(spec, checkpoint, images):
 
 def _write_frozen(graph_def, path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, 'wb') as handle:
-        handle.write(graph_def.SerializeToString())
+    fileio.write_bytes(path, graph_def.SerializeToString())
 
 
 def _write_saved_model(graph_def, path):
@@ -85,8 +85,9 @@ def _write_saved_model(graph_def, path):
                    for name in optimize.OUTPUT_NAMES}
         signature = tf.saved_model.signature_def_utils.predict_signature_def(
             inputs={'images': images}, outputs=outputs)
-        with tf.Session(graph=graph) as sess:
-            builder = tf.saved_model.Builder(path)
+        with tf.Session(graph=graph) as sess, fileio.atomic_folder(
+                path, create=False) as temporary:
+            builder = tf.saved_model.Builder(temporary)
             builder.add_meta_graph_and_variables(
                 sess, [tf.saved_model.tag_constants.SERVING],
                 signature_def_map={'serving_default': signature},
@@ -205,8 +206,7 @@ def export(output, format, checkpoint, model=None, image_size=None,  # pylint: d
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        with open(output, 'wb') as handle:
-            handle.write(content)
+        fileio.write_bytes(output, content)
         actual = run_tflite(content, probe)
 
     difference = float(np.max(np.abs(actual - expected)))

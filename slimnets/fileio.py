@@ -146,24 +146,27 @@ def write_bytes(path, data):
 
 
 @contextlib.contextmanager
-def atomic_folder(path):
-    """Yields an empty temporary folder that replaces `path` on success.
+def atomic_folder(path, create=True):
+    """Yields a temporary folder that replaces `path` on success.
 
-    Fill the yielded folder; when the block ends without an exception it
-    takes the name `path`.  An existing folder at `path` is replaced (moved
+    Fill the yielded folder (created empty, or with `create=False` only
+    named, for writers that insist on making it themselves); when the block
+    ends without an exception it takes the name `path`.  An existing folder at `path` is replaced (moved
     aside, then removed); a file or a link there is an error
     (FileExistsError) and is left alone.  On any exception the temporary
     folder is removed and `path` is unchanged.
     """
     path = os.path.abspath(path)
     folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
     remove_stale(folder, os.path.basename(path), ('tmp', 'old'))
     if os.path.islink(path) or (os.path.lexists(path) and
                                 not os.path.isdir(path)):
         raise FileExistsError(errno.EEXIST, 'not a folder; refusing to '
                               'replace it', path)
     temporary = temporary_name(path)
-    os.mkdir(temporary)
+    if create:
+        os.mkdir(temporary)
     try:
         yield temporary
         old = None

@@ -1,0 +1,168 @@
+"""Atomic files and folders (slimnets.fileio) and the exports that use them.
+
+A failure at any point (an exception, Ctrl-C, a full disk, simulated here
+by making a write or fsync raise ENOSPC) must leave the final path with its
+previous content, and no temporary behind.
+"""
+
+import errno
+import os
+import threading
+import time
+
+import pytest
+import tensorflow.compat.v1 as tf
+
+from slimnets import export
+from slimnets import fileio
+from slimnets import nets_factory
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+
+def test_atomic_file_replaces_on_success(tmp_path):
+    path = tmp_path / 'out.bin'
+    path.write_bytes(b'old')
+    fileio.write_bytes(str(path), b'new')
+    assert path.read_bytes() == b'new'
+    assert os.listdir(tmp_path) == ['out.bin']
+
+
+@pytest.mark.parametrize('failure', [RuntimeError, KeyboardInterrupt])
+def test_atomic_file_keeps_old_content_on_failure(tmp_path, failure):
+    path = tmp_path / 'out.bin'
+    path.write_bytes(b'good')
+    with pytest.raises(failure):
+        with fileio.atomic_file(str(path)) as handle:
+            handle.write(b'half of the ne')
+            raise failure()
+    assert path.read_bytes() == b'good'
+    assert os.listdir(tmp_path) == ['out.bin']
+
+
+def test_full_disk_leaves_nothing_behind(tmp_path, monkeypatch):
+    path = tmp_path / 'new.bin'
+    monkeypatch.setattr(fileio.os, 'fsync', _enospc)
+    with pytest.raises(OSError) as error:
+        fileio.write_bytes(str(path), b'x' * 1000)
+    assert error.value.errno == errno.ENOSPC
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_folder_swaps_and_rolls_back(tmp_path):
+    path = tmp_path / 'model'
+    path.mkdir()
+    (path / 'old.txt').write_text('old')
+    with pytest.raises(ValueError):
+        with fileio.atomic_folder(str(path)) as temporary:
+            with open(os.path.join(temporary, 'new.txt'), 'w') as handle:
+                handle.write('new')
+            raise ValueError('fails half-way')
+    assert os.listdir(path) == ['old.txt']
+    assert os.listdir(tmp_path) == ['model']
+    with fileio.atomic_folder(str(path)) as temporary:
+        with open(os.path.join(temporary, 'new.txt'), 'w') as handle:
+            handle.write('new')
+    assert os.listdir(path) == ['new.txt']
+    assert os.listdir(tmp_path) == ['model']
+
+
+def test_atomic_folder_never_replaces_a_link_or_file(tmp_path):
+    (tmp_path / 'elsewhere').mkdir()
+    (tmp_path / 'link').symlink_to(tmp_path / 'elsewhere')
+    (tmp_path / 'file').write_text('x')
+    for name in ('link', 'file'):
+        with pytest.raises(FileExistsError):
+            with fileio.atomic_folder(str(tmp_path / name)):
+                pass
+    assert sorted(os.listdir(tmp_path)) == ['elsewhere', 'file', 'link']
+
+
+def test_stale_temporaries_are_removed_and_live_ones_kept(tmp_path):
+    dead = tmp_path / '.out.bin.tmp-999999999-00aa11bb'
+    dead.write_bytes(b'x')
+    dead_folder = tmp_path / '.model.old-999999999-00aa11bb'
+    dead_folder.mkdir()
+    (dead_folder / 'inside').write_bytes(b'x')
+    live = tmp_path / ('.out.bin.tmp-%d-00aa11bb' % os.getpid())
+    live.write_bytes(b'x')
+    user = tmp_path / '.out.bin.tmp-notes'
+    user.write_bytes(b'x')
+    removed = fileio.remove_stale(str(tmp_path))
+    assert sorted(removed) == sorted([str(dead), str(dead_folder)])
+    assert live.exists() and user.exists()
+    # Writing out.bin cleans its own stale temporaries too.
+    dead.write_bytes(b'x')
+    fileio.write_bytes(str(tmp_path / 'out.bin'), b'y')
+    assert not dead.exists()
+
+
+def test_file_lock_serializes(tmp_path):
+    lock = str(tmp_path / '.lock')
+    inside, overlaps = [], []
+
+    def work():
+        with fileio.file_lock(lock):
+            if inside:
+                overlaps.append(True)
+            inside.append(True)
+            time.sleep(0.05)
+            inside.pop()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not overlaps
+
+
+# ---------------------------------------------------------------- exports
+
+@pytest.fixture(scope='module')
+def small_checkpoint(tmp_path_factory):
+    prefix = str(tmp_path_factory.mktemp('ckpt') / 'model.ckpt')
+    with tf.Graph().as_default():
+        images = tf.placeholder(tf.float32, [1, 128, 128, 3])
+        nets_factory.get_network_fn('mobilenet_v1', 1001)(
+            images, depth_multiplier=0.25)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver().save(sess, prefix, write_meta_graph=False)
+    return prefix
+
+
+def test_failing_frozen_export_keeps_the_good_model(tmp_path,
+                                                    small_checkpoint,
+                                                    monkeypatch):
+    output = tmp_path / 'model.pb'
+    output.write_bytes(b'a good model from yesterday')
+    monkeypatch.setattr(fileio.os, 'fsync', _enospc)
+    with pytest.raises(OSError):
+        export.export(str(output), 'frozen', small_checkpoint,
+                      model='mobilenet_v1_025', image_size=128)
+    assert output.read_bytes() == b'a good model from yesterday'
+    assert os.listdir(tmp_path) == ['model.pb']
+
+
+def test_failing_saved_model_export_leaves_no_folder(tmp_path,
+                                                     small_checkpoint,
+                                                     monkeypatch):
+    output = tmp_path / 'saved'
+
+    def fail_half_way(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tf.saved_model.Builder, 'save', fail_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        export.export(str(output), 'saved_model', small_checkpoint,
+                      model='mobilenet_v1_025', image_size=128)
+    assert os.listdir(tmp_path) == []
+    monkeypatch.undo()
+    report = export.export(str(output), 'saved_model', small_checkpoint,
+                           model='mobilenet_v1_025', image_size=128)
+    assert report.max_abs_difference < 1e-5
+    assert os.listdir(tmp_path) == ['saved']
+    assert os.path.isfile(output / 'saved_model.pb')
