@@ -17,6 +17,7 @@ of its variables must be recovered with its shape, or nothing is written.
 """
 
 import collections
+import functools
 import os
 import re
 import warnings
@@ -26,6 +27,7 @@ import tensorflow as tf2
 import tensorflow.compat.v1 as tf
 
 from slimnets.checkpoints import identification
+from slimnets.checkpoints import tflite_verify
 from slimnets.checkpoints.errors import CheckpointError
 from slimnets import nets_factory
 from slimnets import registry
@@ -129,8 +131,16 @@ def target_variables(shapes_or_layers, num_classes=None):
     if identity.finegrain:
         kwargs['finegrain_classification_mode'] = True
     identity = identity._replace(num_classes=classes if logits else None)
-    spec = registry.ModelSpec(identity.network, kwargs, 224, classes)
-    scope = identity.scope
+    return identity, dict(_network_shapes(
+        identity.network, tuple(sorted(kwargs.items())), classes,
+        identity.scope))
+
+
+@functools.lru_cache(maxsize=32)
+def _network_shapes(network, kwargs_items, classes, scope):
+    """{variable name: shape} of a built network (cached: building takes
+    about a second, and converters call this once per file)."""
+    spec = registry.ModelSpec(network, dict(kwargs_items), 224, classes)
     with tf.Graph().as_default():
         images = tf.placeholder(tf.float32, [1, 224, 224, 3])
         if '/' in scope:
@@ -138,8 +148,7 @@ def target_variables(shapes_or_layers, num_classes=None):
                 nets_factory.build_network(spec, images)
         else:
             nets_factory.build_network(spec, images)
-        return identity, {v.op.name: v.shape.as_list()
-                          for v in tf.global_variables()}
+        return {v.op.name: v.shape.as_list() for v in tf.global_variables()}
 
 
 def _check_complete(values, target_shapes, source):
@@ -201,29 +210,50 @@ def _scope_of(tensor_name):
 def tflite_layers(model_path):
     """The folded convolution layers of a TFLite MobileNet, dequantized.
 
+    The file is verified (`tflite_verify`) before TensorFlow Lite parses it,
+    so a damaged file raises CheckpointError instead of crashing Python.
+
     Returns:
       [FoldedLayer] in the file's order.
     """
     if not os.path.isfile(model_path):
         raise CheckpointError('no TFLite file at %s' % model_path)
+    if os.path.getsize(model_path) > tflite_verify.MAX_BYTES:
+        raise CheckpointError('%s is larger than a TFLite model can be'
+                              % model_path)
+    with open(model_path, 'rb') as handle:
+        content = handle.read()
+    tflite_verify.verify(content, model_path)
+    try:
+        return _interpreter_layers(content, model_path)
+    except CheckpointError:
+        raise
+    except (KeyError, IndexError, ValueError, RuntimeError,
+            TypeError) as error:
+        raise CheckpointError('%s is not a TFLite MobileNet slimnets can '
+                              'read (%s: %s)' % (model_path,
+                                                 type(error).__name__,
+                                                 error)) from None
+
+
+def _interpreter_layers(content, model_path):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', UserWarning)
-        try:
-            interpreter = tf2.lite.Interpreter(model_path=model_path)
-        except ValueError as error:
-            raise CheckpointError('%s is not a TFLite model (%s)'
-                                  % (model_path, error)) from None
+        interpreter = tf2.lite.Interpreter(model_content=content)
     details = {d['index']: d for d in interpreter.get_tensor_details()}
     layers = []
     for op in interpreter._get_ops_details():  # pylint: disable=protected-access
         if op['op_name'] not in ('CONV_2D', 'DEPTHWISE_CONV_2D'):
             continue
         weight = details[op['inputs'][1]]
+        kernel = _dequantize(interpreter, weight)
         scope = _scope_of(weight['name'])
         if scope is None:
             raise CheckpointError('cannot tell which slim layer the TFLite '
                                   'tensor %r belongs to' % weight['name'])
-        kernel = _dequantize(interpreter, weight)
+        if kernel.ndim != 4:
+            raise CheckpointError('the TFLite weight %r is not 4-D'
+                                  % weight['name'])
         if op['op_name'] == 'CONV_2D':  # [out, kh, kw, in] -> [kh, kw, in, out]
             kernel = kernel.transpose(1, 2, 3, 0)
             kind = 'conv'

@@ -101,8 +101,14 @@ def parse_catalogue(text, origin='(text)'):
                name not in entries, origin, 'bad or repeated name %r' % name)
         _check(isinstance(row['sources'], list) and row['sources'], origin,
                '%s lists no sources' % name)
+        kwargs = row['network_kwargs']
         _check(isinstance(row['network'], str) and
-               isinstance(row['network_kwargs'], dict) and
+               isinstance(kwargs, dict) and
+               isinstance(kwargs.get('depth_multiplier'), (int, float)) and
+               all(isinstance(row[k], str) for k in ('family', 'weights')) and
+               all(isinstance(row[k], (str, type(None))) for k in ('notes',))
+               and isinstance(row['moving_average_shadows'],
+                              (bool, type(None))) and
                isinstance(row['member'], (str, type(None))) and
                all(isinstance(row[k], int) and not isinstance(row[k], bool)
                    and 0 < row[k] < 100000
