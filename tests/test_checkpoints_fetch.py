@@ -9,6 +9,8 @@ import io
 import logging
 import os
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -674,3 +676,37 @@ def test_catalogue_entry_must_match_the_network(tmp_path, tiny_checkpoint):
                                  r'\[16\].* and 133 more'):
             checkpoints.fetch(item, cache_dir=str(tmp_path), progress=False)
     assert leftovers(tmp_path) == []
+
+
+def test_two_fetch_processes_both_succeed_with_one_copy(tmp_path,
+                                                        tiny_checkpoint):
+    archive = _archive_of(tiny_checkpoint)
+
+    def slow(handler):
+        time.sleep(1.0)
+        handler.send_response(200)
+        handler.send_header('Content-Length', str(len(archive)))
+        handler.end_headers()
+        handler.wfile.write(archive)
+
+    with _Server({'/a.tgz': slow}) as server:
+        command = [sys.executable, '-m', 'slimnets', 'fetch',
+                   'mobilenet_v1_0.25_128', '--url', server.url('/a.tgz'),
+                   '--cache-dir', str(tmp_path), '--no-progress']
+        processes = [subprocess.Popen(command, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+                     for _ in range(2)]
+        try:
+            results = [p.communicate(timeout=120) for p in processes]
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        assert server.requests == ['/a.tgz']
+    assert [p.returncode for p in processes] == [0, 0], results
+    prefixes = {out.strip().splitlines()[-1] for out, _ in results}
+    assert prefixes == {str(tmp_path / 'mobilenet_v1_0.25_128' /
+                            'mobilenet_v1_0.25_128' / 'model.ckpt')}
+    assert leftovers(tmp_path) == ['mobilenet_v1_0.25_128']
+    checkpoints.validate_readable(prefixes.pop())
