@@ -710,3 +710,20 @@ def test_two_fetch_processes_both_succeed_with_one_copy(tmp_path,
                             'mobilenet_v1_0.25_128' / 'model.ckpt')}
     assert leftovers(tmp_path) == ['mobilenet_v1_0.25_128']
     checkpoints.validate_readable(prefixes.pop())
+
+
+def test_a_read_only_cache_serves_what_it_holds(tmp_path, tiny_checkpoint):
+    with _Server({'/a.tgz': _archive_of(tiny_checkpoint)}) as server:
+        item = entry_for(server.url('/a.tgz'))
+        prefix = checkpoints.fetch(item, cache_dir=str(tmp_path),
+                                   progress=False)
+    for name in os.listdir(tmp_path):
+        if name.endswith('.lock'):
+            os.unlink(tmp_path / name)
+    os.chmod(tmp_path, 0o555)
+    try:
+        assert checkpoints.fetch(item, cache_dir=str(tmp_path),
+                                 progress=False) == prefix
+        assert os.listdir(tmp_path) == ['mobilenet_v1_0.25_128']
+    finally:
+        os.chmod(tmp_path, 0o755)

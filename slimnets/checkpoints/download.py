@@ -369,6 +369,10 @@ def fetch(name, cache_dir=None, url=None, progress=True, timeout=None,
                               'links. Point it at a checkpoint folder or '
                               'remove the link.' % (target, os.path.realpath(
                                   target), item.name))
+    if os.path.isdir(target):
+        prefix = _read_manifest(target)  # fetched before: no lock needed,
+        if prefix:                       # so a read-only cache works
+            return prefix
     os.makedirs(cache, exist_ok=True)
     with fileio.file_lock(os.path.join(cache, '.%s.lock' % item.name)):
         fileio.remove_stale(cache, item.name, ('partial',))
