@@ -399,6 +399,9 @@ def test_falls_back_to_keras_weights_when_google_says_403(
     slim_logits = _slim_logits(prefix, images)
     # The background row never wins; the 1000 others are Keras' logits,
     # and the 1001-way probabilities are Keras' 1000-way ones.
+    print('Keras -> slim logits max |diff| %.2e, probabilities %.2e' % (
+        np.abs(slim_logits[:, 1:] - keras_logits).max(),
+        np.abs(_softmax(slim_logits)[:, 1:] - _softmax(keras_logits)).max()))
     assert (slim_logits.argmax(1) > 0).all()
     np.testing.assert_allclose(slim_logits[:, 1:], keras_logits, atol=1e-5,
                                rtol=0)

@@ -25,7 +25,7 @@ from slimnets import export
 from slimnets import nets_factory
 from slimnets.checkpoints import registry
 
-COPIES = 240  # per reader: 120 truncated, 120 with 1 to 4 bits flipped
+COPIES = 200  # per reader: 100 truncated, 100 with 1 to 4 bits flipped
 
 # The child: reads (reader, good file, structure spans) and fuzzes.
 _CHILD = r'''
