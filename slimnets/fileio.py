@@ -14,15 +14,16 @@ Temporary names: `.<final name>.<kind>-<pid>-<random>` beside the final
 path, kind 'tmp' (being written), 'old' (the previous folder, being
 removed after a swap) or 'partial' (a download being assembled).
 
-This module is a low layer: it imports nothing from slimnets.
+This module is a low layer: it imports only slimnets.errors.
 """
 
 import contextlib
-import errno
 import os
 import secrets
 import shutil
 import time
+
+from slimnets.errors import InputError
 
 try:
     import fcntl
@@ -121,7 +122,7 @@ def atomic_file(path, mode='wb'):
     included) the temporary is removed and `path` is left as it was.
     """
     if 'w' not in mode:
-        raise ValueError('atomic_file writes; mode %r has no "w"' % mode)
+        raise InputError('atomic_file writes; mode %r has no "w"' % mode)
     path = os.path.abspath(path)
     remove_stale(os.path.dirname(path), os.path.basename(path), ('tmp',))
     temporary = temporary_name(path)
@@ -153,7 +154,7 @@ def atomic_folder(path, create=True):
     named, for writers that insist on making it themselves); when the block
     ends without an exception it takes the name `path`.  An existing folder at `path` is replaced (moved
     aside, then removed); a file or a link there is an error
-    (FileExistsError) and is left alone.  On any exception the temporary
+    (InputError) and is left alone.  On any exception the temporary
     folder is removed and `path` is unchanged.
     """
     path = os.path.abspath(path)
@@ -162,8 +163,9 @@ def atomic_folder(path, create=True):
     remove_stale(folder, os.path.basename(path), ('tmp', 'old'))
     if os.path.islink(path) or (os.path.lexists(path) and
                                 not os.path.isdir(path)):
-        raise FileExistsError(errno.EEXIST, 'not a folder; refusing to '
-                              'replace it', path)
+        raise InputError('%s is a file or a link, not a folder; slimnets '
+                         'does not replace it. Move it away or choose another '
+                         'output.' % path)
     temporary = temporary_name(path)
     if create:
         os.mkdir(temporary)

@@ -21,6 +21,7 @@ Field numbers follow TensorFlow Lite's `schema.fbs`.
 import struct
 
 from slimnets.errors import CheckpointError
+from slimnets.errors import SlimnetsError
 
 IDENTIFIER = b'TFL3'
 MAX_BYTES = 2 << 30   # a FlatBuffer addresses at most 2 GiB
@@ -36,8 +37,8 @@ _OPTION_OFFSETS = {3: {1: 'int32s', 2: 'int32s'}, 17: {0: 'int32s'},
                    115: {0: 'int32s'}}
 
 
-class _Bad(Exception):
-    pass
+class _Bad(SlimnetsError):
+    """Internal: what is wrong, before it is worded as a CheckpointError."""
 
 
 class _Buffer(object):
@@ -149,8 +150,8 @@ class _Table(object):
             raise _Unsupported(feature)
 
 
-class _Unsupported(Exception):
-    pass
+class _Unsupported(SlimnetsError):
+    """Internal: a feature slimnets does not read."""
 
 
 def _vector_at(buffer, position, element_bytes, what):

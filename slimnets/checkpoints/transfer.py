@@ -25,6 +25,7 @@ import time
 import urllib.parse
 import urllib.request
 
+from slimnets.errors import ArgumentTypeError
 from slimnets.errors import CheckpointError
 
 MAX_REDIRECTS = 8
@@ -72,7 +73,7 @@ def limits_from(**overrides):
         else:
             values[field] = getattr(DEFAULT_LIMITS, field)
     if overrides:
-        raise TypeError('unknown limits: %s' % ', '.join(overrides))
+        raise ArgumentTypeError('unknown limits: %s' % ', '.join(overrides))
     return Limits(**values)
 
 
