@@ -22,6 +22,7 @@ import time
 # Only modules that do not import TensorFlow are imported here, so that
 # `slimnets --help` and `slimnets CMD --help` answer at once; each command
 # imports the (TensorFlow) modules it uses when it runs.
+from slimnets import fileio
 from slimnets import images as image_files
 from slimnets import registry
 from slimnets import tflog
@@ -287,8 +288,8 @@ def command_eval(args):
     print('%-12s %.4f' % ('top-1', result['top1']))
     print('%-12s %.4f' % ('top-5', result['top5']))
     if args.json:
-        with open(args.json, 'w') as handle:
-            json.dump(result, handle, indent=1)
+        fileio.write_bytes(args.json, (json.dumps(result, indent=1) + '\n')
+                           .encode('utf-8'))
         print('%-12s %s' % ('written', args.json))
 
 

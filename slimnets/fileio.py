@@ -152,8 +152,8 @@ def atomic_folder(path, create=True):
 
     Fill the yielded folder (created empty, or with `create=False` only
     named, for writers that insist on making it themselves); when the block
-    ends without an exception it takes the name `path`.  An existing folder at `path` is replaced (moved
-    aside, then removed); a file or a link there is an error
+    ends without an exception it takes the name `path`.  An existing
+    folder at `path` is replaced (moved aside, then removed); a file or a link there is an error
     (InputError) and is left alone.  On any exception the temporary
     folder is removed and `path` is unchanged.
     """

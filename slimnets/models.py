@@ -11,6 +11,7 @@ import json
 import os
 
 from slimnets import checkpoints
+from slimnets import fileio
 from slimnets import labels as labels_lib
 from slimnets import nets_factory
 from slimnets import registry
@@ -145,8 +146,8 @@ def weights_for(checkpoint=None, model=None):
 
 def write_model_file(folder, spec):
     """Records which network a folder's checkpoints are (see read_model_file)."""
-    with open(os.path.join(folder, MODEL_FILE), 'w') as handle:
-        json.dump(spec._asdict(), handle, indent=1)
+    fileio.write_bytes(os.path.join(folder, MODEL_FILE), (json.dumps(
+        spec._asdict(), indent=1) + '\n').encode('utf-8'))
 
 
 def read_model_file(prefix):

@@ -21,6 +21,7 @@ import tensorflow.compat.v1 as tf
 
 from slimnets import checkpoints
 from slimnets import datasets
+from slimnets import fileio
 from slimnets import models
 from slimnets import nets_factory
 from slimnets import preprocessing
@@ -186,8 +187,8 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
     config = config._replace(image_size=spec.image_size)
     check_resumable(train_dir, spec, class_names)
     os.makedirs(train_dir, exist_ok=True)
-    with open(os.path.join(train_dir, LABELS_FILE), 'w') as handle:
-        handle.write('\n'.join(class_names) + '\n')
+    fileio.write_bytes(os.path.join(train_dir, LABELS_FILE),
+                       ('\n'.join(class_names) + '\n').encode('utf-8'))
     models.write_model_file(train_dir, spec)
 
     graph = tf.Graph()

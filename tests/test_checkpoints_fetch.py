@@ -445,11 +445,11 @@ def test_list_shows_sources(capsys, tmp_path):
               str(tmp_path)])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[-2:] == ['sources', 'cached']
-    rows = {l.split()[0]: l.split() for l in lines[1:]
-            if not l.startswith(' ')}
+    rows = {line.split()[0]: line.split() for line in lines[1:]
+            if not line.startswith(' ')}
     assert rows['v3-large_224_1.0_float'][-2:] == ['slim+keras', '-']
     assert rows['v3-large_224_1.0_uint8'][-2:] == ['slim', '-']
-    urls = [l.split() for l in lines if l.startswith('    ')]
+    urls = [line.split() for line in lines if line.startswith('    ')]
     assert len(urls) == sum(len(i.sources) for i in checkpoints.catalogue()
                             if i.family == 'v3')
     assert ['keras-h5', 'https://storage.googleapis.com/tensorflow/keras-'

@@ -127,3 +127,31 @@ def test_classify_without_a_checkpoint_uses_the_default_model(
     assert completed.stdout.startswith('mobilenet_v2 (depth_multiplier=1.0) '
                                        'at 224x224')
     assert '286  Egyptian cat' in completed.stdout
+
+
+def test_classify_with_nothing_fetchable_names_the_model_in_one_line(
+        cli, one_line_error, tmp_path, monkeypatch):
+    """An empty cache and sources that answer 403: one line that names the
+    default model, every URL tried and the ways out; nothing is cached."""
+    from slimnets.checkpoints import registry as catalogue
+
+    from test_checkpoints_fetch import _Server
+
+    def forbidden(handler):
+        handler.send_error(403)
+
+    image = tmp_path / 'image.png'
+    image.write_bytes(b'\x89PNG\r\n\x1a\n')
+    cache = tmp_path / 'cache'
+    with _Server({'/a.tgz': forbidden, '/b.h5': forbidden}) as server:
+        entries = catalogue._load()  # noqa: SLF001
+        name = registry.DEFAULT_MODEL
+        monkeypatch.setitem(entries, name, entries[name]._replace(sources=(
+            catalogue.Source(server.url('/a.tgz'), 'slim-archive'),
+            catalogue.Source(server.url('/b.h5'), 'keras-h5'))))
+        monkeypatch.setenv('SLIMNETS_CACHE', str(cache))
+        completed = cli('classify', str(image))
+        assert server.requests == ['/a.tgz', '/b.h5']
+    one_line_error(completed, name, server.url('/a.tgz'), server.url('/b.h5'),
+                   '403', '--checkpoint PATH', 'slimnets fetch %s --url' % name)
+    assert not (cache / name).exists()

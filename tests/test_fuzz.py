@@ -120,7 +120,7 @@ def _fuzz(jobs, folder):
             process.kill()
             process.wait()
     lines = out.splitlines()
-    started = [l for l in lines if l.startswith('start ')]
+    started = [line for line in lines if line.startswith('start ')]
     assert process.returncode == 0, (
         'a reader died with status %d at %s:\n%s' % (
             process.returncode, started[-1:], err[-3000:]))
