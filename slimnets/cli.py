@@ -14,6 +14,7 @@ Errors are one line on stderr and exit status 1.
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
@@ -365,10 +366,7 @@ def command_export(args):
 
 
 def command_train(args):
-    import logging  # pylint: disable=import-outside-toplevel
-
     from slimnets import training  # pylint: disable=import-outside-toplevel
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
     options = {name: getattr(args, name) for name in train_config.TrainConfig._fields
                if getattr(args, name, None) is not None}
     options['fine_tune_batch_norm'] = not args.freeze_batch_norm
@@ -565,6 +563,28 @@ def build_parser():
     return parser
 
 
+class _StderrHandler(logging.Handler):
+    """slimnets' log records, as plain lines on the current sys.stderr."""
+
+    def emit(self, record):
+        try:
+            sys.stderr.write(self.format(record) + '\n')
+        except Exception:  # noqa: BLE001  (logging must never fail a command)
+            self.handleError(record)
+
+
+def _show_library_log(verbose):
+    """What slimnets logs (where a checkpoint was stored, a source falling
+    back, resumed training) reaches the user as plain lines; more with
+    --verbose."""
+    logger = logging.getLogger('slimnets')
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter('%(message)s'))
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
 def main(argv=None):
     """Runs one command; returns the exit status (0, 1 failure, 2 usage).
 
@@ -573,6 +593,7 @@ def main(argv=None):
     dropped unless --verbose or TF_CPP_MIN_LOG_LEVEL asks for them.
     """
     args = build_parser().parse_args(argv)
+    _show_library_log(args.verbose)
     level = tflog.level_from_environment(verbose=args.verbose)
     try:
         with tflog.filtered_stderr(level):

@@ -387,13 +387,13 @@ def test_falls_back_to_keras_weights_when_google_says_403(
             checkpoints.registry.Source(
                 server.url('/keras/w.h5'), 'keras-h5',
                 hashlib.sha256(data).hexdigest())))
-        with caplog.at_level(logging.INFO, 'slimnets'):
+        with caplog.at_level(logging.DEBUG, 'slimnets'):
             prefix = checkpoints.fetch(item, cache_dir=str(tmp_path),
                                        progress=False)
         assert server.requests == ['/models/a.tgz', '/keras/w.h5']
     assert prefix == str(tmp_path / item.name / (item.name + '.ckpt'))
     log = caplog.text
-    assert '%s: HTTP 403' % server.url('/models/a.tgz') in log
+    assert '%s failed (HTTP 403' % server.url('/models/a.tgz') in log
     assert '1001-class slim checkpoint' in log and 'background' in log
     assert 'Stored mobilenet_v1_0.25_128' in log and str(tmp_path) in log
     slim_logits = _slim_logits(prefix, images)

@@ -196,18 +196,34 @@ def source_summary(item):
 
 # ------------------------------------------------------------ one source
 
-def _progress_bar(url, enabled):
-    bar = tqdm(unit='B', unit_scale=True, unit_divisor=1024,
-               desc=url.rsplit('/', 1)[-1][:40], disable=not enabled,
-               leave=False)
+class _LazyBar(object):
+    """A tqdm bar opened when the server first answers (a source that
+    fails to connect shows none)."""
 
-    def update(value):
+    def __init__(self, url, enabled):
+        self.description = url.rsplit('/', 1)[-1][:40]
+        self.enabled = enabled
+        self.bar = None
+
+    def __call__(self, value):
+        if self.bar is None:
+            self.bar = tqdm(unit='B', unit_scale=True, unit_divisor=1024,
+                            desc=self.description, disable=not self.enabled,
+                            leave=False)
         if isinstance(value, tuple):
-            bar.total = value[1]
-            bar.refresh()
+            self.bar.total = value[1]
+            self.bar.refresh()
         else:
-            bar.update(value)
-    return bar, update
+            self.bar.update(value)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _progress_bar(url, enabled):
+    bar = _LazyBar(url, enabled)
+    return bar, bar
 
 
 def _download(source, path, limits, progress):
@@ -251,7 +267,7 @@ def _try_source(item, source, work, limits, max_extract_bytes, progress):
     downloaded = os.path.join(work, 'download')
     folder = os.path.join(work, 'checkpoint')
     os.mkdir(folder)
-    _log.info('Downloading %s from %s', item.name, source.url)
+    _log.debug('Downloading %s from %s', item.name, source.url)
     digest = _download(source, downloaded, limits, progress)
     if source.format == 'keras-h5':
         prefix = _checkpoint_from_keras(item, downloaded, folder)
@@ -417,7 +433,7 @@ def fetch(name, cache_dir=None, url=None, progress=True, timeout=None,
             finally:
                 if os.path.isdir(work) and not os.path.islink(work):
                     shutil.rmtree(work, ignore_errors=True)
-            _log.warning('%s: %s', *attempts[-1])
+            _log.debug('%s failed (%s); trying the next source', *attempts[-1])
     raise CheckpointError(_failure_message(item, target, attempts))
 
 
