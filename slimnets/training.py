@@ -13,6 +13,7 @@ and a `model.json` (network, keyword arguments, input size, classes), which
 """
 
 import collections
+import glob
 import logging
 import os
 
@@ -187,6 +188,7 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
     config = config._replace(image_size=spec.image_size)
     check_resumable(train_dir, spec, class_names)
     os.makedirs(train_dir, exist_ok=True)
+    remove_partial_checkpoints(train_dir)
     fileio.write_bytes(os.path.join(train_dir, LABELS_FILE),
                        ('\n'.join(class_names) + '\n').encode('utf-8'))
     models.write_model_file(train_dir, spec)
@@ -241,6 +243,15 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
                                global_step=last_step, write_meta_graph=False)
     return TrainResult(final, first_step, last_step, losses, class_names,
                        bool(latest))
+
+
+def remove_partial_checkpoints(train_dir):
+    """Removes the `*.tempstate*` files a killed run's checkpoint writer
+    left in `train_dir` (TensorFlow renames them into place when a save
+    completes, so one left over is never part of a checkpoint)."""
+    for path in glob.glob(os.path.join(train_dir, '*.tempstate*')):
+        _log.info('Removing %s, left by an interrupted save', path)
+        os.remove(path)
 
 
 def check_resumable(train_dir, spec, class_names):

@@ -124,6 +124,11 @@ def test_a_killed_run_resumes(colour_dataset, tmp_path, cli):
         process.wait()
     killed_at = _checkpoint_step(train_dir)
     assert killed_at >= 10
+    # What a kill during a save leaves behind is cleaned up by the rerun.
+    stale = os.path.join(train_dir, 'model.ckpt-999.data-00000-of-00001'
+                         '.tempstate123456789')
+    with open(stale, 'wb') as handle:
+        handle.write(b'partial')
     target = killed_at + 10
     completed = cli('train', '--train-dir', train_dir, '--data',
                          colour_dataset, '--checkpoint', source_checkpoint(),
@@ -134,6 +139,7 @@ def test_a_killed_run_resumes(colour_dataset, tmp_path, cli):
                   .group(1))
     assert resumed >= killed_at
     assert _checkpoint_step(train_dir) == target
+    assert not os.path.exists(stale)
 
 
 def test_batch_norm_updates_moving_averages_and_trainable_scopes(colour_dataset, tmp_path):
