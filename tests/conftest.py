@@ -20,6 +20,8 @@ import sys
 import pytest
 import tensorflow.compat.v1 as tf
 
+from slimnets import nets_factory
+
 import reference
 
 Completed = collections.namedtuple('Completed', ['returncode', 'stdout',
@@ -85,6 +87,22 @@ def reference_dir():
 @pytest.fixture(scope='session')
 def pretrained_dir():
     return reference.require(reference.PRETRAINED)
+
+
+@pytest.fixture(scope='session')
+def small_checkpoint(tmp_path_factory):
+    """A MobileNet v1 0.25 (1001 classes, 128 px) checkpoint with freshly
+    initialized weights: its prefix."""
+
+    prefix = str(tmp_path_factory.mktemp('ckpt') / 'model.ckpt')
+    with tf.Graph().as_default():
+        images = tf.placeholder(tf.float32, [1, 128, 128, 3])
+        nets_factory.get_network_fn('mobilenet_v1', 1001)(
+            images, depth_multiplier=0.25)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver().save(sess, prefix, write_meta_graph=False)
+    return prefix
 
 
 @pytest.fixture

@@ -22,6 +22,8 @@ import tensorflow.compat.v1 as tf
 from slimnets import checkpoints
 from slimnets import nets_factory
 
+from test_converters import _randomize
+
 # ---------------------------------------------------------------- catalogue
 
 def test_catalogue_lists_every_published_archive():
@@ -340,16 +342,8 @@ def keras_v1_quarter(tmp_path_factory):
     model = keras.applications.MobileNet(
         alpha=0.25, input_shape=(128, 128, 3), weights=None,
         classifier_activation=None)
-    rng = np.random.RandomState(0)
-    for layer in model.layers:
-        weights = layer.get_weights()
-        if type(layer).__name__ == 'BatchNormalization':
-            weights = [rng.uniform(0.5, 1.5, w.shape) if i in (0, 3) else
-                       rng.normal(0, 0.1, w.shape)
-                       for i, w in enumerate(weights)]
-        else:
-            weights = [w + rng.normal(0, 0.05, w.shape) for w in weights]
-        layer.set_weights([w.astype(np.float32) for w in weights])
+    _randomize(model)
+    rng = np.random.RandomState(1)
     path = str(tmp_path_factory.mktemp('keras') / 'mobilenet_2_5_128_tf.h5')
     with h5py.File(path, 'w') as handle:
         legacy_h5_format.save_weights_to_hdf5_group(handle, model)

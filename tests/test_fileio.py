@@ -16,7 +16,6 @@ import tensorflow.compat.v1 as tf
 from slimnets import errors
 from slimnets import export
 from slimnets import fileio
-from slimnets import nets_factory
 
 
 def _enospc(*args, **kwargs):
@@ -121,19 +120,6 @@ def test_file_lock_serializes(tmp_path):
 
 
 # ---------------------------------------------------------------- exports
-
-@pytest.fixture(scope='module')
-def small_checkpoint(tmp_path_factory):
-    prefix = str(tmp_path_factory.mktemp('ckpt') / 'model.ckpt')
-    with tf.Graph().as_default():
-        images = tf.placeholder(tf.float32, [1, 128, 128, 3])
-        nets_factory.get_network_fn('mobilenet_v1', 1001)(
-            images, depth_multiplier=0.25)
-        with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
-            tf.train.Saver().save(sess, prefix, write_meta_graph=False)
-    return prefix
-
 
 def test_failing_frozen_export_keeps_the_good_model(tmp_path,
                                                     small_checkpoint,

@@ -19,10 +19,8 @@ import sys
 import tarfile
 
 import pytest
-import tensorflow.compat.v1 as tf
 
 from slimnets import export
-from slimnets import nets_factory
 from slimnets.checkpoints import registry
 
 COPIES = 200  # per reader: 100 truncated, 100 with 1 to 4 bits flipped
@@ -141,19 +139,6 @@ def _counts(outcomes, reader):
               'refused': sum(o.startswith('refused') for o in found)}
     print('%s fuzz: %d copies, %s' % (reader, COPIES, counts))
     return counts
-
-
-@pytest.fixture(scope='module')
-def small_checkpoint(tmp_path_factory):
-    prefix = str(tmp_path_factory.mktemp('ckpt') / 'model.ckpt')
-    with tf.Graph().as_default():
-        images = tf.placeholder(tf.float32, [1, 128, 128, 3])
-        nets_factory.get_network_fn('mobilenet_v1', 1001)(
-            images, depth_multiplier=0.25)
-        with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
-            tf.train.Saver().save(sess, prefix, write_meta_graph=False)
-    return prefix
 
 
 def _structure_spans(content):
