@@ -12,8 +12,12 @@ Every repaired or wrapped function keeps tf_slim's arg-scope key, so
 `slim.arg_scope([tf_slim.conv2d], ...)` and
 `slim.arg_scope([slimnets.slim.conv2d], ...)` configure the same layer.
 
-Nothing here patches tf_slim.  Code that must keep `import tf_slim` calls
-`slimnets.slim.repair_tf_slim()` once instead.
+One thing is changed in tf_slim on import, because `slim.arg_scope` *is*
+tf_slim's and both must share one stack: the arg-scope stack becomes per
+thread (see `slimnets.slim.arg_scope_stack`), so graphs built at the same
+time in several threads no longer read each other's arg scopes.  Nothing
+else is patched.  Code that must keep `import tf_slim` calls
+`slimnets.slim.repair_tf_slim()` once to get the other repairs too.
 """
 
 # pylint: disable=wildcard-import,unused-wildcard-import,g-import-not-at-top
@@ -29,6 +33,7 @@ from tf_slim.layers import utils
 from tf_slim.ops import arg_scope as arg_scope_lib
 from tf_slim.ops.variables import *  # noqa: F401,F403
 
+from slimnets.slim import arg_scope_stack
 from slimnets.slim._graph_mode import EagerExecutionError
 from slimnets.slim._graph_mode import ensure_graph_mode
 from slimnets.slim._graph_mode import graph_only
@@ -37,6 +42,7 @@ from slimnets.slim.repair import is_repaired
 from slimnets.slim.repair import repair_tf_slim
 from slimnets.slim.repair import tf_slim_is_broken
 
+arg_scope_stack.install(arg_scope_lib)
 arg_scope = arg_scope_lib.arg_scope
 add_arg_scope = arg_scope_lib.add_arg_scope
 current_arg_scope = arg_scope_lib.current_arg_scope
