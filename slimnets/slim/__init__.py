@@ -12,37 +12,52 @@ Every repaired or wrapped function keeps tf_slim's arg-scope key, so
 `slim.arg_scope([tf_slim.conv2d], ...)` and
 `slim.arg_scope([slimnets.slim.conv2d], ...)` configure the same layer.
 
-One thing is changed in tf_slim on import, because `slim.arg_scope` *is*
-tf_slim's and both must share one stack: the arg-scope stack becomes per
-thread (see `slimnets.slim.arg_scope_stack`), so graphs built at the same
-time in several threads no longer read each other's arg scopes.  Nothing
-else is patched.  Code that must keep `import tf_slim` calls
-`slimnets.slim.repair_tf_slim()` once to get the other repairs too.
+* The data stack (`tfexample_decoder`, `parallel_reader`, ...), `learning`,
+  `metrics` and the other tf_slim modules are tf_slim's own, repaired in
+  place on import by `repair_tf_slim_modules()`: TensorFlow names that
+  moved are supplied where tf_slim reads them, `learning.train`'s
+  Supervisor threads run in graph mode, and the arg-scope stack is per
+  thread (`slim.arg_scope` *is* tf_slim's, so both share that one stack).
+  These repairs only change what used to fail.
+
+`batch_norm` is not swapped into tf_slim on import.  Code that must keep
+`import tf_slim` calls `slimnets.slim.repair_tf_slim()` once for that too.
 """
 
 # pylint: disable=wildcard-import,unused-wildcard-import,g-import-not-at-top
 import tf_slim as _tf_slim
+from tf_slim import data
 from tf_slim import evaluation
 from tf_slim import learning
 from tf_slim import losses
 from tf_slim import metrics
+from tf_slim import model_analyzer
+from tf_slim import queues
 from tf_slim import summaries
+from tf_slim import train_eval
 from tf_slim import training
+from tf_slim.data import data_decoder
+from tf_slim.data import data_provider
+from tf_slim.data import dataset
+from tf_slim.data import dataset_data_provider
+from tf_slim.data import parallel_reader
+from tf_slim.data import prefetch_queue
+from tf_slim.data import tfexample_decoder
 from tf_slim.layers import *  # noqa: F401,F403  (the full tf_slim layer API)
 from tf_slim.layers import utils
 from tf_slim.ops import arg_scope as arg_scope_lib
 from tf_slim.ops.variables import *  # noqa: F401,F403
 
-from slimnets.slim import arg_scope_stack
 from slimnets.slim._graph_mode import EagerExecutionError
 from slimnets.slim._graph_mode import ensure_graph_mode
 from slimnets.slim._graph_mode import graph_only
 from slimnets.slim.normalization import batch_norm
 from slimnets.slim.repair import is_repaired
 from slimnets.slim.repair import repair_tf_slim
+from slimnets.slim.repair import repair_tf_slim_modules
 from slimnets.slim.repair import tf_slim_is_broken
 
-arg_scope_stack.install(arg_scope_lib)
+repair_tf_slim_modules()
 arg_scope = arg_scope_lib.arg_scope
 add_arg_scope = arg_scope_lib.add_arg_scope
 current_arg_scope = arg_scope_lib.current_arg_scope
@@ -72,4 +87,5 @@ del _name
 
 __all__ = sorted(
     name for name in globals()
-    if not name.startswith('_') and name not in ('arg_scope_lib',))
+    if not name.startswith('_') and name not in (
+        'arg_scope_lib', 'arg_scope_stack', 'supervisor', 'tf_compat'))

@@ -1,18 +1,36 @@
-"""Opt-in, in-place repair of the installed `tf_slim` package.
+"""In-place repairs of the installed `tf_slim` package.
 
-For pipelines that cannot change `import tf_slim as slim` (third-party code,
-old scripts): `slimnets.slim.repair_tf_slim()` makes `tf_slim.batch_norm`
-(and the same function under `tf_slim.layers`) the working implementation,
-and fixes `tf_slim.layers.utils.constant_value`, which still tests
-`isinstance(x, ops.Tensor)`.  Nothing happens on a plain `import slimnets`.
+Two levels:
+
+* `repair_tf_slim_modules()` runs when `slimnets.slim` is imported, because
+  `slimnets.slim` re-exports these tf_slim modules and they must work: the
+  arg-scope stack becomes per thread (`arg_scope_stack`), the TensorFlow
+  names tf_slim reads from their old homes are supplied (`tf_compat`:
+  `tfexample_decoder`, metrics, `learning`'s gradient helpers, ...), and
+  `tf_slim.learning` gets a Supervisor whose service threads run in graph
+  mode (`supervisor`).  None of this changes a call that worked before.
+* `repair_tf_slim()` is opt-in, for pipelines that cannot change
+  `import tf_slim as slim` (third-party code, old scripts): it applies the
+  above and also makes `tf_slim.batch_norm` (and the same function under
+  `tf_slim.layers`) the working implementation, and fixes
+  `tf_slim.layers.utils.constant_value`, which still tests
+  `isinstance(x, ops.Tensor)`.
+
+Nothing happens on a plain `import slimnets`.
 """
 
 import logging
 
 import numpy as np
 import tensorflow.compat.v1 as tf
+import tf_slim
+from tf_slim import learning as slim_learning
+from tf_slim.ops import arg_scope as slim_arg_scope
 
 from slimnets.errors import InputError
+from slimnets.slim import arg_scope_stack
+from slimnets.slim import supervisor
+from slimnets.slim import tf_compat
 from slimnets.slim.normalization import batch_norm
 
 _log = logging.getLogger(__name__)
@@ -39,13 +57,24 @@ def constant_value(value_or_tensor_or_var, dtype=None):
     return value
 
 
+def repair_tf_slim_modules():
+    """Makes the imported tf_slim modules work on this TensorFlow; idempotent.
+
+    Returns:
+      True if anything was changed, False if everything was already repaired.
+    """
+    changed = arg_scope_stack.install(slim_arg_scope)
+    changed = bool(tf_compat.repair_loaded_tf_slim_modules()) or changed
+    changed = supervisor.repair_learning(slim_learning) or changed
+    return changed
+
+
 def tf_slim_is_broken():
     """Whether the installed tf_slim's `batch_norm` fails to build.
 
     Returns:
       (broken, reason): reason is the error tf_slim raised, or ''.
     """
-    import tf_slim  # pylint: disable=import-outside-toplevel
     with tf.Graph().as_default():
         try:
             tf_slim.batch_norm(tf.zeros([2, 3, 3, 4]))
@@ -57,27 +86,27 @@ def tf_slim_is_broken():
 
 def is_repaired():
     """Whether `repair_tf_slim()` has been applied in this process."""
-    import tf_slim  # pylint: disable=import-outside-toplevel
     return tf_slim.batch_norm is batch_norm
 
 
 def repair_tf_slim():
     """Repairs the imported `tf_slim` in place; safe to call more than once.
 
-    After this, `tf_slim.batch_norm`, `tf_slim.layers.batch_norm` and
+    Applies `repair_tf_slim_modules()` (already done when `slimnets.slim`
+    was imported; see the module docstring), then: `tf_slim.batch_norm`, `tf_slim.layers.batch_norm` and
     `tf_slim.layers.layers.batch_norm` are `slimnets.slim.batch_norm`, which
     shares tf_slim's arg-scope key, so existing arg scopes keep applying.
 
     Returns:
       True if something was changed, False if it was already repaired.
     """
-    import tf_slim  # pylint: disable=import-outside-toplevel
     from tf_slim import layers as slim_layers  # pylint: disable=import-outside-toplevel
     from tf_slim.layers import layers as slim_layers_impl  # pylint: disable=import-outside-toplevel
     from tf_slim.layers import utils as slim_utils  # pylint: disable=import-outside-toplevel
 
+    modules_changed = repair_tf_slim_modules()
     if is_repaired():
-        return False
+        return modules_changed
     for module in (tf_slim, slim_layers, slim_layers_impl):
         module.batch_norm = batch_norm
     slim_utils.constant_value = constant_value
