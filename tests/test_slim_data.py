@@ -12,6 +12,7 @@ import tensorflow.compat.v1 as tf
 import tf_slim
 
 from slimnets import slim
+from slimnets.errors import CheckpointError
 from slimnets.slim import tf_compat
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -293,3 +294,38 @@ print('OK')
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.split()
     assert 'BROKEN' in lines and lines[-1] == 'OK'
+
+
+def test_assign_from_checkpoint_restores_partitioned_variables(tmp_path):
+    full = np.arange(14, dtype=np.float32).reshape([7, 2])
+    prefix = str(tmp_path / 'model.ckpt')
+    with tf.Graph().as_default():
+        tf.get_variable('table', initializer=full)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver().save(sess, prefix)
+    with tf.Graph().as_default():
+        table = tf.get_variable(
+            'table', [7, 2], partitioner=tf.fixed_size_partitioner(3),
+            initializer=tf.zeros_initializer())
+        parts = slim.get_variables('table')
+        assert len(parts) == 3
+        assign, feed = slim.assign_from_checkpoint(prefix, parts)
+        by_name, by_name_feed = slim.assign_from_checkpoint(
+            prefix, {'table': parts})
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            sess.run(assign, feed)
+            np.testing.assert_array_equal(sess.run(tf.convert_to_tensor(table)),
+                                          full)
+            sess.run(tf.global_variables_initializer())
+            sess.run(by_name, by_name_feed)
+            np.testing.assert_array_equal(sess.run(tf.convert_to_tensor(table)),
+                                          full)
+        missing = tf.get_variable('missing', [1])
+        with pytest.raises(CheckpointError, match=r'missing variable \[missing\]'):
+            slim.assign_from_checkpoint(prefix, [missing])
+        _, feed = slim.assign_from_checkpoint(prefix, [missing],
+                                              ignore_missing_vars=True)
+        assert feed == {}
+    assert issubclass(CheckpointError, ValueError)

@@ -7,6 +7,8 @@ ones are repaired here, once:
 
 * `batch_norm` is re-implemented on core ops (tf_slim's needs `tf_keras`'s
   legacy layers and the removed `ops.Tensor`).
+* `assign_from_checkpoint` restores partitioned variables (tf_slim's fails
+  under NumPy 2).
 
 Every repaired or wrapped function keeps tf_slim's arg-scope key, so
 `slim.arg_scope([tf_slim.conv2d], ...)` and
@@ -20,7 +22,8 @@ Every repaired or wrapped function keeps tf_slim's arg-scope key, so
   thread (`slim.arg_scope` *is* tf_slim's, so both share that one stack).
   These repairs only change what used to fail.
 
-`batch_norm` is not swapped into tf_slim on import.  Code that must keep
+`batch_norm` and `assign_from_checkpoint` are not swapped into tf_slim on
+import.  Code that must keep
 `import tf_slim` calls `slimnets.slim.repair_tf_slim()` once for that too.
 """
 
@@ -52,6 +55,7 @@ from slimnets.slim._graph_mode import EagerExecutionError
 from slimnets.slim._graph_mode import ensure_graph_mode
 from slimnets.slim._graph_mode import graph_only
 from slimnets.slim.normalization import batch_norm
+from slimnets.slim.variables import assign_from_checkpoint
 from slimnets.slim.repair import is_repaired
 from slimnets.slim.repair import repair_tf_slim
 from slimnets.slim.repair import repair_tf_slim_modules

@@ -24,14 +24,19 @@ import logging
 import numpy as np
 import tensorflow.compat.v1 as tf
 import tf_slim
+from tf_slim import layers as slim_layers
 from tf_slim import learning as slim_learning
+from tf_slim.layers import layers as slim_layers_impl
+from tf_slim.layers import utils as slim_utils
 from tf_slim.ops import arg_scope as slim_arg_scope
+from tf_slim.ops import variables as slim_variables
 
 from slimnets.errors import InputError
 from slimnets.slim import arg_scope_stack
 from slimnets.slim import supervisor
 from slimnets.slim import tf_compat
 from slimnets.slim.normalization import batch_norm
+from slimnets.slim.variables import assign_from_checkpoint
 
 _log = logging.getLogger(__name__)
 
@@ -93,23 +98,22 @@ def repair_tf_slim():
     """Repairs the imported `tf_slim` in place; safe to call more than once.
 
     Applies `repair_tf_slim_modules()` (already done when `slimnets.slim`
-    was imported; see the module docstring), then: `tf_slim.batch_norm`, `tf_slim.layers.batch_norm` and
+    was imported; see the module docstring), then: `tf_slim.batch_norm`,
+    `tf_slim.layers.batch_norm` and
     `tf_slim.layers.layers.batch_norm` are `slimnets.slim.batch_norm`, which
     shares tf_slim's arg-scope key, so existing arg scopes keep applying.
 
     Returns:
       True if something was changed, False if it was already repaired.
     """
-    from tf_slim import layers as slim_layers  # pylint: disable=import-outside-toplevel
-    from tf_slim.layers import layers as slim_layers_impl  # pylint: disable=import-outside-toplevel
-    from tf_slim.layers import utils as slim_utils  # pylint: disable=import-outside-toplevel
-
     modules_changed = repair_tf_slim_modules()
     if is_repaired():
         return modules_changed
     for module in (tf_slim, slim_layers, slim_layers_impl):
         module.batch_norm = batch_norm
     slim_utils.constant_value = constant_value
-    _log.info('tf_slim repaired in place: batch_norm and constant_value now '
-              'come from slimnets.slim.')
+    for module in (tf_slim, slim_variables):
+        module.assign_from_checkpoint = assign_from_checkpoint
+    _log.info('tf_slim repaired in place: batch_norm, assign_from_checkpoint '
+              'and constant_value now come from slimnets.slim.')
     return True
