@@ -309,16 +309,6 @@ class TestNumerics(object):
 
 class TestErrors(object):
 
-    @pytest.mark.parametrize('kwargs,option', [
-        (dict(renorm=True), 'renorm'),
-        (dict(adjustment=lambda shape: (1.0, 0.0)), 'adjustment'),
-    ])
-    def test_unsupported_options_name_themselves(self, kwargs, option):
-        with tf.Graph().as_default():
-            with pytest.raises(NotImplementedError, match=option):
-                slim.batch_norm(tf.zeros([2, 3]), **kwargs)
-            assert not tf.global_variables()
-
     def test_bad_data_format(self):
         with tf.Graph().as_default():
             with pytest.raises(ValueError, match='data_format'):

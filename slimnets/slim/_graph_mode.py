@@ -40,6 +40,13 @@ def graph_only(function, public_name=None):
     the same thing.  The wrapper is not itself decorated with
     `add_arg_scope`: the wrapped function already merges the arg scope.
     """
+    if isinstance(function, functools.partial):
+        # tf_slim's `relu`, `relu6` and `linear` are partials of
+        # fully_connected; `stack`/`repeat` name their scopes after
+        # `layer.func.__name__`, so stay a partial of the guarded function.
+        return functools.partial(
+            graph_only(function.func, public_name), *function.args,
+            **function.keywords)
     name = public_name or 'slimnets.slim.%s' % getattr(
         function, '__name__', 'layer')
 

@@ -40,6 +40,11 @@ from slimnets.slim.variables import assign_from_checkpoint
 
 _log = logging.getLogger(__name__)
 
+# tf_slim's own batch_norm, kept before any repair swaps it: its fused and
+# legacy code paths work once the module repairs are in, and tests use
+# them as the reference.
+TF_SLIM_BATCH_NORM = slim_layers_impl.batch_norm
+
 
 def constant_value(value_or_tensor_or_var, dtype=None):
     """tf_slim's `constant_value`, without the removed `ops.Tensor`.
