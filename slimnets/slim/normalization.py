@@ -273,9 +273,9 @@ def _check_renorm_clipping(renorm_clipping):
     clipping = renorm_clipping or {}
     unknown = sorted(set(clipping) - set(_RENORM_CLIPPING_KEYS))
     if unknown:
-        raise ValueError('renorm_clipping %s contains keys not in %s; use only '
-                         'those keys.' % (renorm_clipping,
-                                          list(_RENORM_CLIPPING_KEYS)))
+        raise InputError('renorm_clipping %s contains keys not in %s; use '
+                         'only those keys.' % (renorm_clipping,
+                                               list(_RENORM_CLIPPING_KEYS)))
     return clipping
 
 
@@ -398,8 +398,9 @@ def batch_norm(inputs,
       A tensor with the shape and dtype of `inputs`.
 
     Raises:
-      ValueError: bad `data_format`, unknown rank or channel count, bad
-        `renorm_clipping` keys, or `renorm` on tf-slim's legacy path.
+      InputError (a ValueError): bad `data_format`, unknown rank or channel
+        count, bad `renorm_clipping` keys, or `renorm` on tf-slim's legacy
+        path.
       EagerExecutionError: called while executing eagerly.
     """
     ensure_graph_mode('slimnets.slim.batch_norm')
@@ -410,16 +411,16 @@ def batch_norm(inputs,
     path = _choose_path(rank, fused, batch_weights, updates_collections,
                         zero_debias_moving_mean, renorm, adjustment)
     if data_format not in (DATA_FORMAT_NHWC, DATA_FORMAT_NCHW):
-        raise InputError('data_format must be "NHWC" or "NCHW", got %r.'
+        raise InputError('data_format has to be either NCHW or NHWC, got %r.'
                          % (data_format,))
     if rank is None:
-        raise InputError('batch_norm needs an input of known rank; %s has '
-                         'unknown rank.' % inputs.name)
+        raise InputError('Inputs %s has undefined rank: batch_norm needs an '
+                         'input of known rank (set_shape it).' % inputs.name)
     if rank < 2:
         raise InputError('batch_norm needs an input of rank >= 2 ([batch, '
                          'channels, ...]); %s has rank %d.' % (inputs.name, rank))
     if renorm and path == PATH_LEGACY:
-        raise ValueError(
+        raise InputError(
             'renorm is not supported with batch_weights, updates_collections '
             'or zero_debias_moving_mean: leave those at their defaults to use '
             'renorm.')
@@ -427,8 +428,9 @@ def batch_norm(inputs,
     channel_axis = 1 if (data_format == DATA_FORMAT_NCHW and rank > 2) else -1
     channels = inputs.shape[channel_axis]
     if channels is None:
-        raise InputError('batch_norm needs a known channel dimension; %s has '
-                         'shape %s.' % (inputs.name, inputs.shape))
+        raise InputError('Inputs %s has undefined channel dimension (shape '
+                         '%s): batch_norm needs a known channel count.'
+                         % (inputs.name, inputs.shape))
 
     input_dtype = inputs.dtype.base_dtype
     param_dtype = _parameter_dtype(path, input_dtype)
