@@ -252,6 +252,9 @@ def mobilenet(input_tensor,
               **kwargs):
     """MobileNet v3 classifier (default V3_LARGE).
 
+    Inference mode is created by default; build inside
+    `mobilenet.training_scope()` (or pass `is_training=True`) to train.
+
     Args:
       input_tensor: [N, H, W, 3] images in [-1, 1].
       num_classes: classes of the logits; 0/None returns 'global_pool'.
