@@ -28,6 +28,12 @@ safe:
 * Layer and variable names are uniquified per graph (name scopes live on
   the graph and are per thread; variable stores are per graph).
 * `slimnets.slim.batch_norm` and the networks keep no module-level state.
+* The in-place repairs of tf_slim (`slimnets.slim.repair`) happen at import,
+  under Python's import lock, and are idempotent assignments.
+* TensorFlow's current variable scope is per graph and per thread
+  (`_VariableScopeStore` is a `threading.local`), name scopes likewise; the
+  variables themselves live in the graph, so two threads building into one
+  graph share its variables and collections, as they would in one thread.
 """
 
 import collections.abc
