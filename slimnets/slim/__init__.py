@@ -55,11 +55,11 @@ from slimnets.slim._graph_mode import EagerExecutionError
 from slimnets.slim._graph_mode import ensure_graph_mode
 from slimnets.slim._graph_mode import graph_only
 from slimnets.slim.normalization import batch_norm
-from slimnets.slim.variables import assign_from_checkpoint
 from slimnets.slim.repair import is_repaired
 from slimnets.slim.repair import repair_tf_slim
 from slimnets.slim.repair import repair_tf_slim_modules
 from slimnets.slim.repair import tf_slim_is_broken
+from slimnets.slim.variables import assign_from_checkpoint
 
 repair_tf_slim_modules()
 arg_scope = arg_scope_lib.arg_scope

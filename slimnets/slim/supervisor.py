@@ -59,12 +59,8 @@ class GraphModeSupervisor(tf_supervisor.Supervisor):
           The started threads (join them with `self.coord.join`), or None
           when the Supervisor has no logdir.
         """
-        if not self.is_chief:
-            raise RuntimeError(
-                'Only the chief Supervisor can start the standard services '
-                '(they write events and checkpoints); create it with '
-                'is_chief=True or do not call start_standard_services.')
-        if not self._logdir:  # pylint: disable=protected-access
+        if not self.is_chief or not self._logdir:  # pylint: disable=protected-access
+            # TensorFlow's own refusal (non-chief) or warning (no logdir).
             return tf_supervisor.Supervisor.start_standard_services(self, sess)
         # The start-of-session event: written from this (graph-mode) thread.
         if self.global_step is not None and self.summary_writer:
