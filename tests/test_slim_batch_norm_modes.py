@@ -316,3 +316,28 @@ def test_stack_and_repeat_name_like_tf_slim(build):
             return ([v.op.name for v in tf.global_variables()],
                     output.op.name)
     assert names(slim) == names(tf_slim)
+
+
+@pytest.mark.parametrize('name,kwargs', [
+    ('layer_norm', dict(begin_norm_axis=1, begin_params_axis=-1)),
+    ('group_norm', dict(groups=2)),
+    ('instance_norm', dict()),
+])
+@pytest.mark.parametrize('via_module', [False, True])
+def test_other_normalizations_match_tf_slim(name, kwargs, via_module):
+    """`slim.layer_norm` etc. (and `slim.normalization.group_norm`) are
+    tf_slim's: same variables and outputs."""
+    def run(module):
+        source = module.normalization if via_module and hasattr(
+            module.normalization, name) else module
+        with tf.Graph().as_default():
+            outputs = getattr(source, name)(
+                tf.constant(random_input([2, 4, 4, 6])), **kwargs)
+            names = [v.op.name for v in tf.global_variables()]
+            with tf.Session() as sess:
+                sess.run(tf.global_variables_initializer())
+                return names, sess.run(outputs)
+
+    ours, reference = run(slim), run(tf_slim)
+    assert ours[0] == reference[0] and ours[0]
+    np.testing.assert_array_equal(ours[1], reference[1])

@@ -2,6 +2,7 @@
 on the code paths TensorFlow 2.21 broke (moved `cond`, `case`, `stack`,
 `Tensor`, `IndexedSlices`, `variable_scope.variable`)."""
 
+import inspect
 import os
 import subprocess
 import sys
@@ -32,6 +33,11 @@ def test_every_public_tf_slim_name_is_reachable():
     for name in TF_SLIM_MODULES:
         assert getattr(slim, name) is getattr(tf_slim, name), name
         assert name in slim.__all__
+    # Every tf_slim module reachable from `tf_slim` is the same one here.
+    for name in public:
+        value = getattr(tf_slim, name)
+        if inspect.ismodule(value) and value.__name__.startswith('tf_slim'):
+            assert getattr(slim, name) is value, name
 
 
 def test_moved_names_are_supplied_once():

@@ -36,7 +36,6 @@ from tf_slim import losses
 from tf_slim import metrics
 from tf_slim import model_analyzer
 from tf_slim import queues
-from tf_slim import summaries
 from tf_slim import train_eval
 from tf_slim import training
 from tf_slim.data import data_decoder
@@ -51,15 +50,19 @@ from tf_slim.layers import utils
 from tf_slim.ops import arg_scope as arg_scope_lib
 from tf_slim.ops.variables import *  # noqa: F401,F403
 
+from slimnets.slim._batch_norm import batch_norm
 from slimnets.slim._graph_mode import EagerExecutionError
 from slimnets.slim._graph_mode import ensure_graph_mode
 from slimnets.slim._graph_mode import graph_only
-from slimnets.slim.normalization import batch_norm
 from slimnets.slim.repair import is_repaired
 from slimnets.slim.repair import repair_tf_slim
 from slimnets.slim.repair import repair_tf_slim_modules
 from slimnets.slim.repair import tf_slim_is_broken
 from slimnets.slim.variables import assign_from_checkpoint
+
+# `from tf_slim.layers import *` also binds `tf_slim.layers.summaries`;
+# `slim.summaries` is tf_slim's top-level module, as in `import tf_slim`.
+summaries = _tf_slim.summaries
 
 repair_tf_slim_modules()
 arg_scope = arg_scope_lib.arg_scope

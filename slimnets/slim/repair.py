@@ -35,7 +35,7 @@ from slimnets.errors import InputError
 from slimnets.slim import arg_scope_stack
 from slimnets.slim import supervisor
 from slimnets.slim import tf_compat
-from slimnets.slim.normalization import batch_norm
+from slimnets.slim._batch_norm import batch_norm
 from slimnets.slim.variables import assign_from_checkpoint
 
 _log = logging.getLogger(__name__)
