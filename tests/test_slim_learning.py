@@ -11,6 +11,7 @@ run eagerly).  Also `slim.model_analyzer`.
 import contextlib
 import io
 import os
+import time
 
 import numpy as np
 import pytest
@@ -238,3 +239,40 @@ def test_model_analyzer_counts_mobilenet():
     assert 'MobilenetV1/Conv2d_0/weights:0 (float32 3x3x3x8) [216, bytes: 864]' \
         in lines
     assert 'Total size of variables: %d' % expected_size in lines
+
+
+def test_supervisor_threads_save_and_summarize_while_training(records,
+                                                              tmp_path):
+    """The checkpoint and summary threads run (in graph mode) during train."""
+    logdir = str(tmp_path / 'train')
+
+    def slow_train_step(sess, train_op, global_step, train_step_kwargs):
+        time.sleep(0.15)
+        return slim.learning.train_step(sess, train_op, global_step,
+                                        train_step_kwargs)
+
+    with tf.Graph().as_default():
+        images, labels = inputs(get_split(records['train'], NUM_TRAIN,
+                                          shape=[SIZE, SIZE, 3]),
+                                shuffle=True)
+        tf.losses.sparse_softmax_cross_entropy(labels, model(images))
+        total_loss = tf.losses.get_total_loss()
+        tf.summary.scalar('training_loss', total_loss)
+        train_op = slim.learning.create_train_op(
+            total_loss, tf.train.GradientDescentOptimizer(0.1))
+        slim.learning.train(train_op, logdir, number_of_steps=16,
+                            train_step_fn=slow_train_step,
+                            save_interval_secs=1, save_summaries_secs=1,
+                            log_every_n_steps=100)
+    state = tf.train.get_checkpoint_state(logdir)
+    steps = sorted(int(path.rsplit('-', 1)[1])
+                   for path in state.all_model_checkpoint_paths)
+    # At least one checkpoint written by the timer thread before the end.
+    assert steps[-1] == 16 and len(steps) >= 2 and steps[0] < 16
+    tags = set()
+    for name in os.listdir(logdir):
+        if name.startswith('events.'):
+            for event in tf.train.summary_iterator(os.path.join(logdir, name)):
+                tags.update(value.tag for value in event.summary.value)
+    assert 'training_loss' in tags
+    assert 'global_step/sec' in tags
