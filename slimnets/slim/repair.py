@@ -12,7 +12,8 @@ Two levels:
 * `repair_tf_slim()` is opt-in, for pipelines that cannot change
   `import tf_slim as slim` (third-party code, old scripts): it applies the
   above and also makes `tf_slim.batch_norm` (and the same function under
-  `tf_slim.layers`) the working implementation, and fixes
+  `tf_slim.layers`) and `tf_slim.assign_from_checkpoint` the working
+  implementations, and fixes
   `tf_slim.layers.utils.constant_value`, which still tests
   `isinstance(x, ops.Tensor)`.
 
