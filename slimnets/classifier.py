@@ -5,6 +5,10 @@ import tensorflow.compat.v1 as tf
 
 from slimnets import checkpoints
 from slimnets import models
+from slimnets import optimize
+from slimnets import runtimes
+from slimnets.graph_format import INPUT_NAME
+from slimnets.graph_format import OUTPUT_NAMES
 from slimnets.errors import InputError
 from slimnets.images import MAX_PIXELS
 from slimnets.images import check_image
@@ -19,11 +23,14 @@ class Classifier(object):
       spec: the `ModelSpec` built.
       checkpoint: the restored checkpoint prefix.
       restore_plan: what was restored (shadows used or not).
+      graph_def: the folded inference graph (`slimnets.optimize`).
+      runtime: the `slimnets.runtimes.Runtime` that runs it on the
+        preprocessed images; `runtime.describe()` says which.
     """
 
     def __init__(self, checkpoint=None, model=None, image_size=None,
                  moving_average='auto', cache_dir=None, progress=True,
-                 max_pixels=MAX_PIXELS):
+                 max_pixels=MAX_PIXELS, runtime='auto'):
         """Builds and restores the classifier.
 
         Args:
@@ -35,6 +42,9 @@ class Classifier(object):
           moving_average: restore moving-average shadows: 'auto', True, False.
           max_pixels: images whose header names more pixels are refused
             before decoding.
+          runtime: one of `slimnets.runtimes.CHOICES`; 'auto' is the
+            fastest installed one for the batch size (measured once, then
+            remembered in the cache dir).
         """
         self.max_pixels = max_pixels
         self.spec, self.checkpoint = models.model_spec(
@@ -46,16 +56,30 @@ class Classifier(object):
             self.images = tf.map_fn(
                 lambda e: decode_and_preprocess(e, self.spec.image_size),
                 self.encoded, fn_output_signature=tf.float32)
-            self.logits, _ = models.build_network(self.spec, self.images)
-            self.probabilities = tf.nn.softmax(self.logits)
+            inputs = tf.placeholder(tf.float32, [None] + [
+                self.spec.image_size] * 2 + [3], name=INPUT_NAME)
+            self.logits, _ = models.build_network(self.spec, inputs)
+            tf.identity(self.logits, name=OUTPUT_NAMES[0])
+            self.probabilities = tf.nn.softmax(self.logits,
+                                               name=OUTPUT_NAMES[1])
         self.session = tf.Session(graph=self.graph)
         self.restore_plan = checkpoints.restore(
             self.session, self.checkpoint, moving_average=moving_average)
         self.graph.finalize()
+        self.graph_def, _ = optimize.optimize_for_inference(
+            optimize.freeze_session(self.session))
+        self.runtime = runtimes.load(self.graph_def, runtime,
+                                     cache_dir=cache_dir,
+                                     model_key='%s%s@%d/%d' % (
+                                         self.spec.network, sorted(
+                                             self.spec.kwargs.items()),
+                                         self.spec.image_size,
+                                         self.spec.num_classes))
         self.class_names = models.class_names_for(self.checkpoint,
                                                   self.spec.num_classes)
 
     def close(self):
+        self.runtime.close()
         self.session.close()
 
     def __enter__(self):
@@ -75,8 +99,8 @@ class Classifier(object):
         for name, data in zip(names, encoded_images):
             check_image(data, name, self.max_pixels)
         try:
-            return self.session.run(self.probabilities,
-                                    {self.encoded: encoded_images})
+            images = self.session.run(self.images,
+                                      {self.encoded: encoded_images})
         except tf.errors.InvalidArgumentError:
             for name, data in zip(names, encoded_images):
                 try:
@@ -86,6 +110,7 @@ class Classifier(object):
                                      'JPEG, PNG, BMP or GIF file, or it is '
                                      'damaged' % name) from None
             raise
+        return self.runtime.run(images)
 
     def iter_classify_files(self, paths, top_k=5, batch_size=16):
         """Yields (path, [(index, label, probability)] * top_k) per image

@@ -255,7 +255,8 @@ def command_classify(args):
             inference.read_image_file(path)
     with inference.Classifier(args.checkpoint, args.model, args.image_size,
                               cache_dir=args.cache_dir,
-                              max_pixels=args.max_pixels) as classifier:
+                              max_pixels=args.max_pixels,
+                              runtime=args.runtime) as classifier:
         spec = classifier.spec
         print('%s %s at %dx%d, %s' % (
             spec.network, _format_kwargs(spec.kwargs), spec.image_size,
@@ -267,6 +268,7 @@ def command_classify(args):
             for index, label, probability in top:
                 print('  %5d  %-40s %.4f' % (index, label[:40], probability))
             sys.stdout.flush()
+        print('runtime: %s' % classifier.runtime.describe())
 
 
 def _format_kwargs(kwargs):
@@ -281,13 +283,15 @@ def command_eval(args):
                                 image_size=args.image_size,
                                 max_pixels=args.max_pixels,
                                 progress=not args.no_progress,
-                                cache_dir=args.cache_dir)
+                                cache_dir=args.cache_dir,
+                                runtime=args.runtime)
     print('%-12s %s %s' % ('network', result['network'],
                            _format_kwargs(result['network_kwargs'])))
     print('%-12s %s' % ('checkpoint', result['checkpoint']))
     print('%-12s %d' % ('images', result['images']))
     print('%-12s %.4f' % ('top-1', result['top1']))
     print('%-12s %.4f' % ('top-5', result['top5']))
+    print('%-12s %s' % ('runtime', result['runtime']))
     if args.json:
         fileio.write_bytes(args.json, (json.dumps(result, indent=1) + '\n')
                            .encode('utf-8'))
@@ -441,6 +445,14 @@ def build_parser():
                              help='refuse larger images before decoding them '
                                   '(default %(default)s)')
 
+    def add_runtime_argument(command):
+        # validated by slimnets.runtimes.load (an InputError names the
+        # choices), so that parsing stays free of TensorFlow imports
+        command.add_argument('--runtime', default='auto',
+                             help='tensorflow, tflite, onnxruntime, openvino '
+                                  'or auto (default: the fastest installed '
+                                  'one for the batch size, measured once)')
+
     def add_cache_argument(command):
         command.add_argument('--cache-dir', help='checkpoint cache (default: '
                              '$SLIMNETS_CACHE, else checkpoints/ of a source '
@@ -454,6 +466,7 @@ def build_parser():
     add_model_arguments(classify, checkpoint_required=False)
     add_max_pixels(classify)
     classify.add_argument('--top-k', type=positive_int, default=5)
+    add_runtime_argument(classify)
     add_cache_argument(classify)
     classify.set_defaults(handler=command_classify)
 
@@ -471,6 +484,7 @@ def build_parser():
     evaluate.add_argument('--json', type=writable_file,
                           help='also write the results here')
     evaluate.add_argument('--no-progress', action='store_true')
+    add_runtime_argument(evaluate)
     add_cache_argument(evaluate)
     evaluate.set_defaults(handler=command_eval)
 

@@ -42,3 +42,8 @@ class UnknownNameError(SlimnetsError, KeyError):
 
 class UsageError(SlimnetsError, ValueError):
     """A command-line value out of its range; the CLI exits with status 2."""
+
+
+class MissingExtraError(SlimnetsError, ImportError):
+    """An optional runtime or exporter is not installed; the message names
+    the extra that brings it (`pip install 'slimnets[onnx]'`)."""

@@ -12,11 +12,12 @@ from slimnets.images import read_image_file
 
 def evaluate(checkpoint, data, model=None, batch_size=32, max_images=None,
              progress=True, moving_average='auto', cache_dir=None,
-             image_size=None, max_pixels=MAX_PIXELS):
+             image_size=None, max_pixels=MAX_PIXELS, runtime='auto'):
     """Top-1 and top-5 accuracy of a checkpoint on labelled images.
 
     Returns:
-      A dict: network, checkpoint, images, top1, top5, and the spec.
+      A dict: network, checkpoint, images, top1, top5, the spec, and the
+      runtime that ran it (`runtime`: see `Classifier`).
     """
     if batch_size < 1 or (max_images is not None and max_images < 1):
         raise InputError('batch_size and max_images must be at least 1 '
@@ -24,7 +25,7 @@ def evaluate(checkpoint, data, model=None, batch_size=32, max_images=None,
     classifier = Classifier(checkpoint, model, image_size=image_size,
                             moving_average=moving_average,
                             cache_dir=cache_dir, progress=progress,
-                            max_pixels=max_pixels)
+                            max_pixels=max_pixels, runtime=runtime)
     try:
         examples = evaluation_examples(data, classifier.spec.num_classes,
                                        classifier.class_names)
@@ -53,6 +54,7 @@ def evaluate(checkpoint, data, model=None, batch_size=32, max_images=None,
                 'image_size': classifier.spec.image_size,
                 'checkpoint': classifier.checkpoint,
                 'moving_average': classifier.restore_plan.moving_average,
-                'images': count, 'top1': top1 / count, 'top5': top5 / count}
+                'images': count, 'top1': top1 / count, 'top5': top5 / count,
+                'runtime': classifier.runtime.describe()}
     finally:
         classifier.close()

@@ -1,0 +1,475 @@
+"""Inference runtimes behind one interface.
+
+Every runtime runs the same folded inference graph (`slimnets.optimize`:
+input 'input' [N, size, size, 3] in [-1, 1], output 'probabilities'
+[N, num_classes]) and answers `run(images) -> probabilities`:
+
+  tensorflow   the GraphDef in a TensorFlow session, called through a
+               callable whose fed and fetched tensors are fixed up front;
+  tflite       the graph converted to TFLite, run by LiteRT
+               (`ai-edge-litert`, extra `litert`) when installed, else by
+               `tf.lite` (XNNPACK on CPU);
+  onnxruntime  the graph converted by tf2onnx (opset `ONNX_OPSET`), run by
+               ONNX Runtime on the CPU (extra `onnx`);
+  openvino     the graph converted by `openvino.convert_model`, compiled
+               for the CPU in float32 (extra `openvino`);
+  auto         the fastest of the installed runtimes for the model and
+               batch size: measured once (every candidate also has to agree
+               with TensorFlow) and remembered in `runtimes.json` in the
+               checkpoint cache, keyed by model, batch size and machine.
+
+`load(graph_def, runtime)` returns a `Runtime`.  A runtime whose package is
+missing raises `MissingExtraError` naming the extra to install.
+"""
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import tensorflow as tf2
+import tensorflow.compat.v1 as tf
+
+from slimnets import checkpoints
+from slimnets import optimize
+from slimnets.errors import InputError
+from slimnets.errors import MissingExtraError
+
+_log = logging.getLogger(__name__)
+
+RUNTIMES = ('tensorflow', 'tflite', 'onnxruntime', 'openvino')
+CHOICES = RUNTIMES + ('auto',)
+# runtime -> (module it needs, extra that installs it)
+_PACKAGES = {'onnxruntime': (('tf2onnx', 'onnxruntime'), 'onnx'),
+             'openvino': (('openvino',), 'openvino')}
+ONNX_OPSET = 17
+AUTO_FILE = 'runtimes.json'
+# Probabilities of a candidate runtime may differ from TensorFlow's by this
+# much before `auto` refuses it (the contract every runtime meets).
+AGREEMENT = 1e-4
+OUTPUT_NAME = 'probabilities'
+
+
+def require(module, extra):
+    """Imports an optional package; MissingExtraError names the extra."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise MissingExtraError(
+            '%s is not installed (%s): pip install "slimnets[%s]"' % (
+                module, error, extra)) from None
+
+
+def is_installed(runtime):
+    """Whether `runtime`'s packages can be imported (tensorflow and tflite
+    always can: tf.lite ships with TensorFlow)."""
+    modules, _ = _PACKAGES.get(runtime, ((), None))
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return False
+    return True
+
+
+def installed():
+    """The runtimes usable here, in `RUNTIMES` order."""
+    return tuple(r for r in RUNTIMES if is_installed(r))
+
+
+def _check_images(images):
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise InputError('images must be [N, height, width, 3], got shape %s'
+                         % (images.shape,))
+    return np.ascontiguousarray(images)
+
+
+class Runtime(object):
+    """One loaded model.  `run(images [N, H, W, 3] float32 in [-1, 1]) ->
+    probabilities [N, num_classes] float32`."""
+
+    name = None
+
+    def run(self, images):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+    def describe(self):
+        """What runs the model, for the CLI and logs."""
+        return self.name
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class TensorFlowRuntime(Runtime):
+    """The GraphDef in its own graph and session, called through
+    `Session.make_callable` (no per-call feed/fetch resolution)."""
+
+    name = 'tensorflow'
+
+    def __init__(self, graph_def):
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            tf.import_graph_def(graph_def, name='')
+        self.graph.finalize()
+        self.session = tf.Session(graph=self.graph)
+        self._call = self.session.make_callable(
+            self.graph.get_tensor_by_name(OUTPUT_NAME + ':0'),
+            [self.graph.get_tensor_by_name(optimize.INPUT_NAME + ':0')])
+
+    def run(self, images):
+        return self._call(_check_images(images))
+
+    def close(self):
+        self.session.close()
+
+
+def tflite_model(graph_def):
+    """The folded GraphDef as a float TFLite flatbuffer (bytes); batch
+    dimension dynamic."""
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.import_graph_def(graph_def, name='')
+        with tf.Session(graph=graph) as session:
+            converter = tf.lite.TFLiteConverter.from_session(
+                session,
+                [graph.get_tensor_by_name(optimize.INPUT_NAME + ':0')],
+                [graph.get_tensor_by_name(OUTPUT_NAME + ':0')])
+            return converter.convert()
+
+
+def tflite_interpreter(model_content, num_threads=None):
+    """A LiteRT interpreter when `ai-edge-litert` is installed, else
+    tf.lite's (deprecated since TF 2.20 in favour of LiteRT)."""
+    try:
+        from ai_edge_litert import interpreter as litert  # pylint: disable=import-outside-toplevel
+        return litert.Interpreter(model_content=model_content,
+                                  num_threads=num_threads)
+    except ImportError:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            return tf2.lite.Interpreter(model_content=model_content,
+                                        num_threads=num_threads)
+
+
+class TFLiteRuntime(Runtime):
+    """The graph converted to TFLite (XNNPACK on CPU)."""
+
+    name = 'tflite'
+
+    def __init__(self, graph_def=None, model_content=None):
+        if model_content is None:
+            model_content = tflite_model(graph_def)
+        self.interpreter = tflite_interpreter(model_content,
+                                              num_threads=os.cpu_count())
+        self._input = self.interpreter.get_input_details()[0]['index']
+        outputs = self.interpreter.get_output_details()
+        matching = [d for d in outputs
+                    if d['name'].split(':')[0].endswith(OUTPUT_NAME)]
+        self._output = (matching or outputs)[0]['index']
+        self._shape = None
+        module = type(self.interpreter).__module__
+        self.engine = 'LiteRT' if module.startswith('ai_edge_litert') \
+            else 'tf.lite'
+
+    def describe(self):
+        return 'tflite (%s)' % self.engine
+
+    def run(self, images):
+        images = _check_images(images)
+        if self._shape != images.shape:
+            self.interpreter.resize_tensor_input(self._input,
+                                                 list(images.shape))
+            self.interpreter.allocate_tensors()
+            self._shape = images.shape
+        self.interpreter.set_tensor(self._input, images)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._output).copy()
+
+
+def onnx_model(graph_def, opset=ONNX_OPSET):
+    """The folded GraphDef as an ONNX ModelProto (tf2onnx), with input
+    'input' [N, size, size, 3] and outputs 'logits' and 'probabilities'."""
+    require('onnxruntime', 'onnx')
+    tf2onnx = require('tf2onnx', 'onnx')
+    names = {optimize.INPUT_NAME + ':0': optimize.INPUT_NAME}
+    names.update({n + ':0': n for n in optimize.OUTPUT_NAMES})
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        model, _ = tf2onnx.convert.from_graph_def(
+            graph_def, input_names=[optimize.INPUT_NAME + ':0'],
+            output_names=[n + ':0' for n in optimize.OUTPUT_NAMES],
+            opset=opset, tensors_to_rename=names)
+    return model
+
+
+class OnnxRuntime(Runtime):
+    """The graph converted by tf2onnx, run by ONNX Runtime on the CPU."""
+
+    name = 'onnxruntime'
+
+    def __init__(self, graph_def=None, model_bytes=None):
+        ort = require('onnxruntime', 'onnx')
+        if model_bytes is None:
+            model_bytes = onnx_model(graph_def).SerializeToString()
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(
+            model_bytes, options, providers=['CPUExecutionProvider'])
+        self._input = self.session.get_inputs()[0].name
+        self._outputs = [OUTPUT_NAME]
+
+    def run(self, images):
+        return self.session.run(self._outputs,
+                                {self._input: _check_images(images)})[0]
+
+
+def openvino_model(graph_def):
+    """The folded GraphDef as an `openvino.Model` (its TensorFlow frontend)."""
+    ov = require('openvino', 'openvino')
+    return ov.convert_model(graph_def)
+
+
+def openvino_compile(model):
+    """Compiles for the CPU in float32: OpenVINO would otherwise run bf16
+    on CPUs that have it, about 1e-3 off TensorFlow."""
+    ov = require('openvino', 'openvino')
+    return ov.Core().compile_model(model, 'CPU', {
+        ov.properties.hint.inference_precision: ov.Type.f32})
+
+
+class OpenVINORuntime(Runtime):
+    """The graph converted by OpenVINO, compiled for the CPU in float32."""
+
+    name = 'openvino'
+
+    def __init__(self, graph_def=None, model=None):
+        if model is None:
+            model = openvino_model(graph_def)
+        self.compiled = openvino_compile(model)
+        outputs = [o for o in self.compiled.outputs
+                   if any(n.split(':')[0] == OUTPUT_NAME
+                          for n in o.get_names())]
+        self._output = (outputs or list(self.compiled.outputs))[-1]
+        self._request = self.compiled.create_infer_request()
+
+    def run(self, images):
+        self._request.infer([_check_images(images)])
+        return np.array(self._request.get_tensor(self._output).data)
+
+
+_CLASSES = {'tensorflow': TensorFlowRuntime, 'tflite': TFLiteRuntime,
+            'onnxruntime': OnnxRuntime, 'openvino': OpenVINORuntime}
+
+
+def load(graph_def, runtime='auto', cache_dir=None, model_key=None):
+    """Loads a folded inference GraphDef into `runtime`.
+
+    Args:
+      graph_def: from `optimize.frozen_inference_graph` (input 'input',
+        output 'probabilities').
+      runtime: one of `CHOICES`.
+      cache_dir: where `auto` remembers its choices (default the checkpoint
+        cache, `checkpoints.cache_dir`).
+      model_key: names the model in that memory (default a digest of the
+        graph's structure).
+
+    Raises:
+      InputError: unknown runtime.  MissingExtraError: its package is absent.
+    """
+    if runtime not in CHOICES:
+        raise InputError('unknown runtime %r; choose from %s' % (
+            runtime, ', '.join(CHOICES)))
+    if runtime == 'auto':
+        return AutoRuntime(graph_def, cache_dir=cache_dir, model_key=model_key)
+    modules, extra = _PACKAGES.get(runtime, ((), None))
+    for module in modules:
+        require(module, extra)
+    return _CLASSES[runtime](graph_def)
+
+
+# ------------------------------------------------------------------ auto
+
+def structure_key(graph_def):
+    """A digest of a graph's ops, wiring and constant shapes (not values):
+    the same architecture at the same input size gets the same key."""
+    digest = hashlib.sha1()
+    for node in graph_def.node:
+        digest.update(('%s|%s|%s' % (node.name, node.op,
+                                     ','.join(node.input))).encode())
+        if node.op == 'Const':
+            shape = node.attr['value'].tensor.tensor_shape
+            digest.update(str([d.size for d in shape.dim]).encode())
+        elif node.op == 'Placeholder':
+            digest.update(str(node.attr['shape']).encode())
+    return digest.hexdigest()[:16]
+
+
+def machine_key():
+    """CPU model, core count, and the versions of the runtimes installed."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as handle:
+            for line in handle:
+                if line.startswith('model name'):
+                    cpu = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions = ['tensorflow=' + tf2.__version__]
+    for module in ('ai_edge_litert', 'onnxruntime', 'openvino'):
+        try:
+            package = importlib.import_module(module)
+            versions.append('%s=%s' % (module, getattr(
+                package, '__version__', '?').split('-')[0]))
+        except ImportError:
+            pass
+    return '%s x%d %s' % (cpu, os.cpu_count() or 1, ' '.join(versions))
+
+
+def batch_bucket(batch_size):
+    """Batch sizes measured for `auto`: 1, 2, 4, 8, 16 (and 16 above)."""
+    bucket = 1
+    while bucket < min(batch_size, 16):
+        bucket *= 2
+    return bucket
+
+
+def _read_choices(path):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_choice(path, key, record):
+    """Adds one record to the choices file (atomic replace)."""
+    choices = _read_choices(path)
+    choices[key] = record
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    handle, scratch = tempfile.mkstemp(dir=folder, suffix='.tmp')
+    with os.fdopen(handle, 'w') as out:
+        json.dump(choices, out, indent=1, sort_keys=True)
+    os.replace(scratch, path)
+
+
+def time_runtime(runtime, images, runs=5, warmup=2):
+    """Median seconds of `runtime.run(images)` over `runs`, after warm-up."""
+    for _ in range(warmup):
+        runtime.run(images)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        runtime.run(images)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+class AutoRuntime(Runtime):
+    """The fastest installed runtime for each batch size (see module doc)."""
+
+    name = 'auto'
+
+    def __init__(self, graph_def, cache_dir=None, model_key=None):
+        self.graph_def = graph_def
+        self.path = os.path.join(checkpoints.cache_dir(cache_dir), AUTO_FILE)
+        self.model_key = model_key or structure_key(graph_def)
+        self.choices = {}    # bucket -> runtime name
+        self.loaded = {}     # runtime name -> Runtime
+
+    def _key(self, bucket):
+        return '%s|b%d|%s' % (self.model_key, bucket, machine_key())
+
+    def _runtime(self, name):
+        if name not in self.loaded:
+            self.loaded[name] = _CLASSES[name](self.graph_def)
+        return self.loaded[name]
+
+    def _measure(self, bucket):
+        """Times every installed runtime at `bucket` images; the fastest of
+        those that agree with TensorFlow to `AGREEMENT`."""
+        shape = [d.size for d in self._input_shape()]
+        rng = np.random.RandomState(0)
+        images = rng.uniform(-1, 1, [bucket] + shape[1:]).astype(np.float32)
+        reference = self._runtime('tensorflow').run(images)
+        timings = {}
+        for name in installed():
+            try:
+                runtime = self._runtime(name)
+                difference = float(np.max(np.abs(runtime.run(images) -
+                                                 reference)))
+            except Exception as error:  # pylint: disable=broad-except
+                # A converter that cannot take this graph leaves the choice
+                # to the others; TensorFlow always can.
+                _log.warning('auto: %s cannot run this model: %s', name, error)
+                self.loaded.pop(name, None)
+                continue
+            if difference > AGREEMENT:
+                _log.warning('auto: %s is %.3g off TensorFlow; not used',
+                             name, difference)
+                continue
+            timings[name] = time_runtime(runtime, images)
+        best = min(timings, key=timings.get)
+        _log.info('auto at batch %d: %s (%s)', bucket, best, ', '.join(
+            '%s %.2f ms' % (n, 1e3 * t) for n, t in sorted(timings.items())))
+        return best, timings
+
+    def _input_shape(self):
+        for node in self.graph_def.node:
+            if node.name == optimize.INPUT_NAME:
+                return node.attr['shape'].shape.dim
+        raise InputError('the graph has no %r input' % optimize.INPUT_NAME)
+
+    def choice(self, batch_size):
+        """The runtime used for `batch_size` images (measured on first use
+        of its bucket unless remembered)."""
+        bucket = batch_bucket(batch_size)
+        if bucket not in self.choices:
+            key = self._key(bucket)
+            record = _read_choices(self.path).get(key)
+            name = record and record.get('runtime')
+            if name not in installed():
+                name, timings = self._measure(bucket)
+                _write_choice(self.path, key, {
+                    'runtime': name, 'batch_size': bucket,
+                    'milliseconds': {n: round(1e3 * t, 3)
+                                     for n, t in timings.items()}})
+            self.choices[bucket] = name
+        return self.choices[bucket]
+
+    def runtime_for(self, batch_size):
+        """The loaded `Runtime` that `run` uses for `batch_size` images."""
+        return self._runtime(self.choice(batch_size))
+
+    def run(self, images):
+        images = _check_images(images)
+        return self.runtime_for(len(images)).run(images)
+
+    def describe(self):
+        if not self.choices:
+            return 'auto'
+        return 'auto: ' + ', '.join(
+            '%s at batch %s' % (self.loaded[name].describe()
+                                if name in self.loaded else name,
+                                bucket if bucket < 16 else '16+')
+            for bucket, name in sorted(self.choices.items()))
+
+    def close(self):
+        for runtime in self.loaded.values():
+            runtime.close()
+        self.loaded = {}
