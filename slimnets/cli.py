@@ -6,7 +6,7 @@ Subcommands (each a thin layer over the Python API named in its help):
   inspect   what a checkpoint holds and which network (slimnets.checkpoints)
   list      the catalogue of published checkpoints    (slimnets.checkpoints)
   fetch     download a catalogue checkpoint           (slimnets.checkpoints)
-  export    frozen graph, SavedModel or TFLite        (slimnets.export)
+  export    frozen, SavedModel, TFLite, ONNX, OpenVINO, Keras (slimnets.export)
   train     fine-tune a checkpoint on new classes     (slimnets.training)
   doctor    check this installation offline
 Errors are one line on stderr and exit status 1.
@@ -361,7 +361,8 @@ def command_export(args):
     print('exported %s %s at %dx%d to %s (%s%s)' % (
         spec.network, _format_kwargs(spec.kwargs), spec.image_size,
         spec.image_size, report.path, report.format,
-        ', %s' % report.quantization if report.quantization else ''))
+        ', %s' % report.quantization if report.quantization else
+        ', opset %d' % export.ONNX_OPSET if report.format == 'onnx' else ''))
     print('batch norms folded: %d' % report.folded_batch_norms)
     print('self-check on %d probe images: max |probabilities - source| = '
           '%.3g, same top-1 on %.0f%%' % (report.probe_images,
@@ -522,12 +523,18 @@ def build_parser():
     fetch.set_defaults(handler=command_fetch)
 
     export = commands.add_parser(
-        'export', help='frozen graph, SavedModel or TFLite',
+        'export', help='frozen graph, SavedModel, TFLite, ONNX, OpenVINO IR '
+                       'or Keras model',
         description='Export an inference graph (batch norm folded) and '
                     'check it against the source graph on probe images.')
     add_model_arguments(export)
     export.add_argument('--format', required=True,
-                        choices=('frozen', 'saved_model', 'tflite'))
+                        choices=('frozen', 'saved_model', 'tflite', 'onnx',
+                                 'openvino', 'keras'),
+                        help='saved_model has two signatures: '
+                             'serving_default (float images) and '
+                             'image_bytes (encoded images); openvino writes '
+                             'an .xml IR, keras a .keras file')
     export.add_argument('--output', required=True)
     export.add_argument('--batch-size', type=positive_int,
                         help='fixed batch size (default: any)')

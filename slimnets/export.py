@@ -1,4 +1,6 @@
-"""Export a checkpoint as a frozen graph, a TF2 SavedModel or TFLite.
+"""Export a checkpoint as a frozen graph, a SavedModel, TFLite, ONNX,
+an OpenVINO IR or a Keras model (the last three and the SavedModel's
+'image_bytes' signature: `slimnets.exporters`).
 
 Every export checks itself before it returns: the artifact is loaded and
 run on a probe batch, and its output compared with the source graph's
@@ -17,6 +19,7 @@ import numpy as np
 import tensorflow as tf2
 import tensorflow.compat.v1 as tf
 
+from slimnets import export_formats
 from slimnets import fileio
 from slimnets import images as images_lib
 from slimnets import models
@@ -24,8 +27,9 @@ from slimnets import optimize
 from slimnets import preprocessing
 from slimnets.errors import ExportError  # noqa: F401  (public here too)
 from slimnets.errors import InputError
+from slimnets.runtimes import ONNX_OPSET  # noqa: F401  (public here too)
 
-FORMATS = ('frozen', 'saved_model', 'tflite')
+FORMATS = ('frozen', 'saved_model', 'tflite') + tuple(export_formats.WRITERS)
 QUANTIZATIONS = (None, 'float16', 'dynamic', 'int8')
 
 ExportReport = collections.namedtuple('ExportReport', [
@@ -59,13 +63,16 @@ def representative_images(folder, image_size, limit=64):
                          for p in paths])
 
 
-def _source_probabilities(spec, checkpoint, images):
+def _source_probabilities(spec, checkpoint, *batches):
+    """The unfolded network's probabilities of each batch (one array for one
+    batch, else a list)."""
     frozen, _ = optimize.frozen_inference_graph(spec, checkpoint, fold=False)
     model = optimize.FrozenModel(frozen)
     try:
-        return model.run(images)
+        results = [model.run(images) for images in batches]
     finally:
         model.close()
+    return results[0] if len(batches) == 1 else results
 
 
 def _write_frozen(graph_def, path):
@@ -93,12 +100,6 @@ def _write_saved_model(graph_def, path):
                 signature_def_map={'serving_default': signature},
                 strip_default_attrs=True)
             builder.save()
-
-
-def _run_saved_model(path, images):
-    loaded = tf2.saved_model.load(path)
-    function = loaded.signatures['serving_default']
-    return function(images=tf2.constant(images))['probabilities'].numpy()
 
 
 def _tflite_bytes(saved_model_dir, quantization, representative):
@@ -153,7 +154,10 @@ def export(output, format, checkpoint, model=None, image_size=None,  # pylint: d
 
     Args:
       output: the file (frozen, tflite) or folder (saved_model) to write.
-      format: 'frozen', 'saved_model' or 'tflite'.
+      format: one of `FORMATS`: 'frozen', 'saved_model' (signatures
+        'serving_default' on float images and 'image_bytes' on encoded
+        images), 'tflite', 'onnx' (opset `runtimes.ONNX_OPSET`), 'openvino'
+        (.xml IR) or 'keras' (.keras).
       checkpoint: a checkpoint path or catalogue name.
       model: nets_factory or catalogue name; default inferred.
       image_size: input size; default the catalogue's or 224.
@@ -184,9 +188,17 @@ def export(output, format, checkpoint, model=None, image_size=None,  # pylint: d
         probe_batch(spec.image_size)
     if batch_size:
         probe = np.resize(probe, (batch_size,) + probe.shape[1:])
-    expected = _source_probabilities(spec, prefix, probe)
+    if format == 'saved_model':  # its 'image_bytes' signature is checked too
+        encoded = export_formats.encode_pngs(probe)
+        expected, expected_bytes = _source_probabilities(
+            spec, prefix, probe,
+            export_formats.preprocess_encoded(encoded, spec.image_size))
+    else:
+        expected = _source_probabilities(spec, prefix, probe)
 
-    if format == 'frozen':
+    if format in export_formats.WRITERS:
+        actual = export_formats.WRITERS[format](graph_def, output, probe)
+    elif format == 'frozen':
         _write_frozen(graph_def, output)
         model_ = optimize.FrozenModel.load(output)
         try:
@@ -194,8 +206,13 @@ def export(output, format, checkpoint, model=None, image_size=None,  # pylint: d
         finally:
             model_.close()
     elif format == 'saved_model':
-        _write_saved_model(graph_def, output)
-        actual = _run_saved_model(output, probe)
+        export_formats.write_serving_saved_model(graph_def, output,
+                                                 spec.image_size, batch_size)
+        actual = export_formats.run_serving_saved_model(output, probe)
+        actual_bytes = export_formats.run_serving_saved_model(output,
+                                                         encoded=encoded)
+        actual = np.concatenate([actual, actual_bytes])
+        expected = np.concatenate([expected, expected_bytes])
     else:
         scratch = tempfile.mkdtemp(prefix='slimnets-export-')
         try:

@@ -65,7 +65,10 @@ def calibrated_checkpoint(folder, network='mobilenet_v2', depth=0.35,
             statistics = sess.run([(op.outputs[1], op.outputs[2])
                                    for op in norms], {inputs: images})
             for op, (mean, variance) in zip(norms, statistics):
-                scope = op.name.rsplit('/', 1)[0]
+                beta = op.inputs[2]  # through its read op to the variable
+                while beta.op.type in ('Identity', 'ReadVariableOp'):
+                    beta = beta.op.inputs[0]
+                scope = beta.op.name.rsplit('/', 1)[0]
                 variables[scope + '/moving_mean'].load(mean, sess)
                 variables[scope + '/moving_variance'].load(variance, sess)
             prefix = saver.save(sess, os.path.join(folder, 'model.ckpt'),
