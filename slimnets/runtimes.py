@@ -24,6 +24,7 @@ missing raises `MissingExtraError` naming the extra to install.
 
 import hashlib
 import importlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -330,12 +331,12 @@ def machine_key():
     except OSError:
         pass
     versions = ['tensorflow=' + tf2.__version__]
-    for module in ('ai_edge_litert', 'onnxruntime', 'openvino'):
-        try:
-            package = importlib.import_module(module)
-            versions.append('%s=%s' % (module, getattr(
-                package, '__version__', '?').split('-')[0]))
-        except ImportError:
+    for distribution in ('ai-edge-litert', 'onnxruntime', 'openvino'):
+        try:  # read from the installed metadata: importing is slow
+            versions.append('%s=%s' % (distribution,
+                                       importlib.metadata.version(
+                                           distribution)))
+        except importlib.metadata.PackageNotFoundError:
             pass
     return '%s x%d %s' % (cpu, os.cpu_count() or 1, ' '.join(versions))
 
@@ -368,16 +369,22 @@ def _write_choice(path, key, record):
     os.replace(scratch, path)
 
 
-def time_runtime(runtime, images, runs=5, warmup=2):
-    """Median seconds of `runtime.run(images)` over `runs`, after warm-up."""
-    for _ in range(warmup):
-        runtime.run(images)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        runtime.run(images)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+def time_runtimes(runners, images, rounds=9, warmup=2):
+    """Median seconds of each `runners[name](images)`, timed in turn
+    (A B C A B C ...) so that a change in the machine's load falls on all
+    of them alike."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run(images)
+    repeats = max(1, 4 // len(images))   # a few calls per sample at batch 1
+    times = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            for _ in range(repeats):
+                run(images)
+            times[name].append((time.perf_counter() - start) / repeats)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 class AutoRuntime(Runtime):
@@ -407,7 +414,7 @@ class AutoRuntime(Runtime):
         rng = np.random.RandomState(0)
         images = rng.uniform(-1, 1, [bucket] + shape[1:]).astype(np.float32)
         reference = self._runtime('tensorflow').run(images)
-        timings = {}
+        agreeing = {}
         for name in installed():
             try:
                 runtime = self._runtime(name)
@@ -423,7 +430,8 @@ class AutoRuntime(Runtime):
                 _log.warning('auto: %s is %.3g off TensorFlow; not used',
                              name, difference)
                 continue
-            timings[name] = time_runtime(runtime, images)
+            agreeing[name] = runtime.run
+        timings = time_runtimes(agreeing, images)
         best = min(timings, key=timings.get)
         _log.info('auto at batch %d: %s (%s)', bucket, best, ', '.join(
             '%s %.2f ms' % (n, 1e3 * t) for n, t in sorted(timings.items())))
@@ -443,7 +451,7 @@ class AutoRuntime(Runtime):
             key = self._key(bucket)
             record = _read_choices(self.path).get(key)
             name = record and record.get('runtime')
-            if name not in installed():
+            if name not in RUNTIMES or not is_installed(name):
                 name, timings = self._measure(bucket)
                 _write_choice(self.path, key, {
                     'runtime': name, 'batch_size': bucket,
