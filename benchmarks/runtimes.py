@@ -42,6 +42,7 @@ LABELS = ('default', 'tensorflow', 'tflite', 'onnxruntime', 'openvino',
 def _folded_graph(factory_name, folder):
     """A checkpoint with trained-looking statistics, folded."""
     import tensorflow.compat.v1 as tf  # pylint: disable=import-outside-toplevel
+
     from slimnets import inference  # pylint: disable=import-outside-toplevel
     from slimnets import optimize  # pylint: disable=import-outside-toplevel
     spec = inference.ModelSpec(factory_name, {}, IMAGE_SIZE, 1001)
@@ -114,8 +115,8 @@ def _plot(results, path):
     except ImportError:
         print("matplotlib is not installed: no plot (pip install -e '.[bench]')")
         return None
-    labels = [l for l in LABELS
-              if l in results['networks'][0]['batches']['1']]
+    labels = [label for label in LABELS
+              if label in results['networks'][0]['batches']['1']]
     figure, axes = pyplot.subplots(1, len(BATCH_SIZES), figsize=(13, 4.5))
     width = 0.8 / len(labels)
     for axis, batch_size in zip(axes, BATCH_SIZES):
@@ -140,19 +141,19 @@ def _plot(results, path):
 
 
 def _table(results):
-    labels = [l for l in LABELS
-              if l in results['networks'][0]['batches']['1']]
+    labels = [label for label in LABELS
+              if label in results['networks'][0]['batches']['1']]
     lines = ['images/s (and, in brackets, speed relative to slimnets\' '
              'TensorFlow path)', '',
              '%-28s %5s ' % ('network', 'batch') +
-             ' '.join('%16s' % l for l in labels) + '  default runs']
+             ' '.join('%16s' % label for label in labels) + '  default runs']
     for result in results['networks']:
         for batch_size in BATCH_SIZES:
             timing = result['batches'][str(batch_size)]
             base = timing['tensorflow']['images_per_s']
-            cells = ['%8.1f (%4.2f)' % (timing[l]['images_per_s'],
-                                        timing[l]['images_per_s'] / base)
-                     for l in labels]
+            cells = ['%8.1f (%4.2f)' % (timing[label]['images_per_s'],
+                                        timing[label]['images_per_s'] / base)
+                     for label in labels]
             lines.append('%-28s %5d ' % (result['network'], batch_size) +
                          ' '.join('%16s' % c for c in cells) +
                          '  ' + timing['default_choice'])

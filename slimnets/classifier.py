@@ -7,9 +7,9 @@ from slimnets import checkpoints
 from slimnets import models
 from slimnets import optimize
 from slimnets import runtimes
+from slimnets.errors import InputError
 from slimnets.graph_format import INPUT_NAME
 from slimnets.graph_format import OUTPUT_NAMES
-from slimnets.errors import InputError
 from slimnets.images import MAX_PIXELS
 from slimnets.images import check_image
 from slimnets.images import read_image_file

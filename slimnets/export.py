@@ -177,6 +177,7 @@ def export(output, format, checkpoint, model=None, image_size=None,  # pylint: d
                           'dynamic, int8' % (quantization,))
     if quantization and format != 'tflite':
         raise ExportError('quantization applies to --format tflite only')
+    export_formats.check_output(format, output)
     spec, prefix = models.model_spec(model, checkpoint, image_size,
                                         cache_dir=cache_dir, progress=progress)
     graph_def, fold_report = optimize.frozen_inference_graph(

@@ -65,9 +65,6 @@ def write_openvino(graph_def, path, probe):
     """Writes an OpenVINO IR (`path` ends in .xml; the weights go to .bin
     beside it); returns OpenVINO's probabilities of `probe`."""
     ov = runtimes.require('openvino', 'openvino')
-    if not path.endswith('.xml'):
-        raise ExportError('an OpenVINO IR is a .xml file (with a .bin '
-                          'beside it): use --output model.xml')
     # save_model halves the weights to float16 unless told not to (then
     # about 4e-3 off on the probabilities).
     ov.save_model(runtimes.openvino_model(graph_def), _output_path(path),
@@ -261,9 +258,6 @@ def keras_model(graph_def):
 def write_keras(graph_def, path, probe):
     """Writes a .keras model; returns the reloaded model's probabilities."""
     import keras  # pylint: disable=import-outside-toplevel
-    if not path.endswith('.keras'):
-        raise ExportError('a Keras model is a .keras file: use --output '
-                          'model.keras')
     # Keras names the format by the suffix: the temporary keeps it.
     scratch = fileio.temporary_name(_output_path(path)) + '.keras'
     try:
@@ -347,3 +341,15 @@ def run_serving_saved_model(path, images=None, encoded=None):
 
 WRITERS = {'onnx': write_onnx, 'openvino': write_openvino,
            'keras': write_keras}
+_SUFFIXES = {'openvino': ('.xml', 'an OpenVINO IR is a .xml file (with a .bin '
+                                  'beside it): use --output model.xml'),
+             'keras': ('.keras', 'a Keras model is a .keras file: use '
+                                 '--output model.keras')}
+
+
+def check_output(format, path):  # pylint: disable=redefined-builtin
+    """Refuses an output path the format cannot be written to, before any
+    work is done."""
+    suffix, message = _SUFFIXES.get(format, (None, None))
+    if suffix and not path.endswith(suffix):
+        raise ExportError(message)

@@ -38,9 +38,10 @@ import tensorflow as tf2
 import tensorflow.compat.v1 as tf
 
 from slimnets import checkpoints
-from slimnets import optimize
 from slimnets.errors import InputError
 from slimnets.errors import MissingExtraError
+from slimnets.graph_format import INPUT_NAME
+from slimnets.graph_format import OUTPUT_NAMES
 
 _log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class TensorFlowRuntime(Runtime):
         self.session = tf.Session(graph=self.graph)
         self._call = self.session.make_callable(
             self.graph.get_tensor_by_name(OUTPUT_NAME + ':0'),
-            [self.graph.get_tensor_by_name(optimize.INPUT_NAME + ':0')])
+            [self.graph.get_tensor_by_name(INPUT_NAME + ':0')])
 
     def run(self, images):
         return self._call(_check_images(images))
@@ -147,7 +148,7 @@ def tflite_model(graph_def):
         with tf.Session(graph=graph) as session:
             converter = tf.lite.TFLiteConverter.from_session(
                 session,
-                [graph.get_tensor_by_name(optimize.INPUT_NAME + ':0')],
+                [graph.get_tensor_by_name(INPUT_NAME + ':0')],
                 [graph.get_tensor_by_name(OUTPUT_NAME + ':0')])
             return converter.convert()
 
@@ -206,13 +207,13 @@ def onnx_model(graph_def, opset=ONNX_OPSET):
     'input' [N, size, size, 3] and outputs 'logits' and 'probabilities'."""
     require('onnxruntime', 'onnx')
     tf2onnx = require('tf2onnx', 'onnx')
-    names = {optimize.INPUT_NAME + ':0': optimize.INPUT_NAME}
-    names.update({n + ':0': n for n in optimize.OUTPUT_NAMES})
+    names = {INPUT_NAME + ':0': INPUT_NAME}
+    names.update({n + ':0': n for n in OUTPUT_NAMES})
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         model, _ = tf2onnx.convert.from_graph_def(
-            graph_def, input_names=[optimize.INPUT_NAME + ':0'],
-            output_names=[n + ':0' for n in optimize.OUTPUT_NAMES],
+            graph_def, input_names=[INPUT_NAME + ':0'],
+            output_names=[n + ':0' for n in OUTPUT_NAMES],
             opset=opset, tensors_to_rename=names)
     return model
 
@@ -439,9 +440,9 @@ class AutoRuntime(Runtime):
 
     def _input_shape(self):
         for node in self.graph_def.node:
-            if node.name == optimize.INPUT_NAME:
+            if node.name == INPUT_NAME:
                 return node.attr['shape'].shape.dim
-        raise InputError('the graph has no %r input' % optimize.INPUT_NAME)
+        raise InputError('the graph has no %r input' % INPUT_NAME)
 
     def choice(self, batch_size):
         """The runtime used for `batch_size` images (measured on first use

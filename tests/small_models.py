@@ -4,8 +4,8 @@ A freshly initialized MobileNet has moving statistics (mean 0, variance 1)
 that do not fit its activations: they shrink layer by layer and every image
 gets the same probabilities, so no comparison of two runtimes could fail on
 it.  `calibrated_checkpoint` sets each batch norm's moving statistics to
-the batch statistics of its input on random images, which gives a network whose outputs differ from image to
-image the way a trained one's do.
+the batch statistics of its input on random images, which gives a network
+whose outputs differ from image to image the way a trained one's do.
 """
 
 import os

@@ -11,8 +11,6 @@ pretrained: TFLite 4.0e-6, ONNX Runtime 1.8e-6, OpenVINO 0.
 """
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -229,22 +227,17 @@ def test_pretrained_v2_every_runtime_agrees_with_tensorflow(tmp_path):
 
 
 def test_cli_classify_reports_the_runtime_and_rejects_unknown_ones(
-        model, encoded, tmp_path):
+        model, encoded, tmp_path, cli, one_line_error):
     spec, prefix, _, _, _ = model
     image = tmp_path / 'image.png'
     image.write_bytes(encoded[0])
 
     def classify(runtime):
-        return subprocess.run(
-            [sys.executable, '-m', 'slimnets', 'classify', str(image),
-             '--checkpoint', prefix, '--image-size', str(spec.image_size),
-             '--top-k', '2', '--runtime', runtime, '--cache-dir',
-             str(tmp_path)], capture_output=True, text=True, timeout=300)
+        return cli('classify', image, '--checkpoint', prefix, '--image-size',
+                   spec.image_size, '--top-k', 2, '--runtime', runtime,
+                   '--cache-dir', tmp_path)
 
     completed = classify('tflite')
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert 'runtime: tflite' in completed.stdout
-    completed = classify('tensorrt')
-    assert completed.returncode == 1
-    last = completed.stderr.strip().splitlines()[-1]
-    assert 'unknown runtime' in last and 'onnxruntime' in last, last
+    one_line_error(classify('tensorrt'), 'unknown runtime', 'onnxruntime')
