@@ -25,6 +25,7 @@ import tensorflow.compat.v1 as tf
 # The non-deprecated freezing entry point (tf.compat.v1.graph_util's is a
 # deprecated alias of it).
 from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
+from tensorflow.python.util import deprecation  # pylint: disable=g-direct-tensorflow-import
 
 from slimnets import checkpoints
 from slimnets import nets_factory
@@ -255,8 +256,11 @@ def optimize_for_inference(graph_def, output_names=OUTPUT_NAMES):
 
 def freeze_session(sess, output_names=OUTPUT_NAMES):
     """The session's graph with variables replaced by their values."""
-    return convert_to_constants.convert_variables_to_constants_from_session_graph(
-        sess, sess.graph.as_graph_def(), list(output_names))
+    # Freezing calls TF1 helpers that log a deprecation notice on every
+    # call; `classify` freezes each time, and users should not see it.
+    with deprecation.silence():
+        return convert_to_constants.convert_variables_to_constants_from_session_graph(
+            sess, sess.graph.as_graph_def(), list(output_names))
 
 
 def frozen_inference_graph(spec, checkpoint, batch_size=None,

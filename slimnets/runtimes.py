@@ -36,6 +36,7 @@ import warnings
 import numpy as np
 import tensorflow as tf2
 import tensorflow.compat.v1 as tf
+from tensorflow.python.util import deprecation  # pylint: disable=g-direct-tensorflow-import
 
 from slimnets import checkpoints
 from slimnets.errors import InputError
@@ -209,7 +210,7 @@ def onnx_model(graph_def, opset=ONNX_OPSET):
     tf2onnx = require('tf2onnx', 'onnx')
     names = {INPUT_NAME + ':0': INPUT_NAME}
     names.update({n + ':0': n for n in OUTPUT_NAMES})
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), deprecation.silence():
         warnings.simplefilter('ignore')
         model, _ = tf2onnx.convert.from_graph_def(
             graph_def, input_names=[INPUT_NAME + ':0'],

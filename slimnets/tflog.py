@@ -21,6 +21,10 @@ LEVEL_VARIABLE = 'TF_CPP_MIN_LOG_LEVEL'
 DEFAULT_LEVEL = 3  # only fatal lines
 _SEVERITIES = 'IWEF'
 _CPP_LINE = re.compile(r'^([IWEF])\d{4} \S+\s+\d+ \S+:\d+\] ')
+# TFLite / LiteRT's own C++ logger ('INFO: Created TensorFlow Lite XNNPACK
+# delegate for CPU.').
+_LITE_LINE = re.compile(r'^(INFO|WARNING|ERROR): ')
+_LITE_SEVERITIES = ('INFO', 'WARNING', 'ERROR')
 _PREAMBLE = 'WARNING: All log messages before absl::InitializeLog()'
 _CONTINUATION = 'To enable the following instructions'
 
@@ -32,6 +36,9 @@ def severity(line):
         return _SEVERITIES.index(match.group(1))
     if line.startswith(_PREAMBLE):
         return 1
+    match = _LITE_LINE.match(line)
+    if match:
+        return _LITE_SEVERITIES.index(match.group(1))
     return None
 
 

@@ -19,6 +19,7 @@ from slimnets import errors
 from slimnets import inference
 from slimnets import optimize
 from slimnets import runtimes
+from slimnets import tflog
 
 import reference
 import small_models
@@ -241,3 +242,12 @@ def test_cli_classify_reports_the_runtime_and_rejects_unknown_ones(
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert 'runtime: tflite' in completed.stdout
     one_line_error(classify('tensorrt'), 'unknown runtime', 'onnxruntime')
+
+
+def test_the_cli_log_filter_knows_litert_lines():
+    """LiteRT logs 'INFO: Created TensorFlow Lite XNNPACK delegate' from C++
+    whenever `auto` or 'tflite' loads a model; `classify` hides it."""
+    assert tflog.severity('INFO: Created TensorFlow Lite XNNPACK delegate '
+                          'for CPU.') == 0
+    assert tflog.severity('ERROR: failed to invoke') == 2
+    assert tflog.severity('INFO is a word') is None
