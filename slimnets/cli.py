@@ -262,13 +262,13 @@ def command_classify(args):
             spec.network, _format_kwargs(spec.kwargs), spec.image_size,
             spec.image_size, 'moving-average weights'
             if classifier.restore_plan.moving_average else 'weights'))
+        print('runtime: %s' % classifier.runtime.describe(len(args.images)))
         for path, top in classifier.iter_classify_files(args.images,
                                                         args.top_k):
             print(path)
             for index, label, probability in top:
                 print('  %5d  %-40s %.4f' % (index, label[:40], probability))
             sys.stdout.flush()
-        print('runtime: %s' % classifier.runtime.describe())
 
 
 def _format_kwargs(kwargs):

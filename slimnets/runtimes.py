@@ -106,8 +106,9 @@ class Runtime(object):
     def close(self):
         pass
 
-    def describe(self):
-        """What runs the model, for the CLI and logs."""
+    def describe(self, batch_size=None):
+        """What runs the model (at `batch_size` images), for the CLI and
+        logs."""
         return self.name
 
     def __enter__(self):
@@ -188,7 +189,7 @@ class TFLiteRuntime(Runtime):
         self.engine = 'LiteRT' if module.startswith('ai_edge_litert') \
             else 'tf.lite'
 
-    def describe(self):
+    def describe(self, batch_size=None):
         return 'tflite (%s)' % self.engine
 
     def run(self, images):
@@ -470,7 +471,12 @@ class AutoRuntime(Runtime):
         images = _check_images(images)
         return self.runtime_for(len(images)).run(images)
 
-    def describe(self):
+    def describe(self, batch_size=None):
+        """With `batch_size`, the runtime chosen for it (measured now if
+        needed), else every choice made so far."""
+        if batch_size is not None:
+            name = self.choice(batch_size)
+            return 'auto: %s' % self._runtime(name).describe()
         if not self.choices:
             return 'auto'
         return 'auto: ' + ', '.join(
