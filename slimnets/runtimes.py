@@ -436,7 +436,7 @@ class AutoRuntime(Runtime):
             agreeing[name] = runtime.run
         timings = time_runtimes(agreeing, images)
         best = min(timings, key=timings.get)
-        _log.info('auto at batch %d: %s (%s)', bucket, best, ', '.join(
+        _log.debug('auto at batch %d: %s (%s)', bucket, best, ', '.join(
             '%s %.2f ms' % (n, 1e3 * t) for n, t in sorted(timings.items())))
         return best, timings
 
