@@ -53,3 +53,14 @@ def test_a_folder_given_as_an_image_is_named(cli, one_line_error, tmp_path,
     completed = cli('classify', str(tmp_path), '--checkpoint',
                     pretrained_dir + '/mobilenet_v1/0.25_128/model.ckpt')
     one_line_error(completed, 'is a folder, not an image file')
+
+
+def test_ctrl_c_is_one_line_and_debug_shows_the_traceback(cli, one_line_error,
+                                                          monkeypatch):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_module, 'command_list', interrupted)
+    one_line_error(cli('list'), 'interrupted (Ctrl-C)')
+    with pytest.raises(KeyboardInterrupt):
+        cli_module.main(['list', '--debug'])
