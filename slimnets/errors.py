@@ -40,6 +40,11 @@ class UnknownNameError(SlimnetsError, KeyError):
         return str(self.args[0]) if self.args else ''
 
 
+class OutputError(SlimnetsError, OSError):
+    """A file or folder could not be written (full disk, read-only place);
+    whatever was at the path before is still there."""
+
+
 class UsageError(SlimnetsError, ValueError):
     """A command-line value out of its range; the CLI exits with status 2."""
 

@@ -24,6 +24,7 @@ import shutil
 import time
 
 from slimnets.errors import InputError
+from slimnets.errors import OutputError
 
 try:
     import fcntl
@@ -126,18 +127,34 @@ def atomic_file(path, mode='wb'):
     path = os.path.abspath(path)
     remove_stale(os.path.dirname(path), os.path.basename(path), ('tmp',))
     temporary = temporary_name(path)
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
-                         getattr(os, 'O_NOFOLLOW', 0), 0o666)
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                             getattr(os, 'O_NOFOLLOW', 0), 0o666)
+    except OSError as error:
+        raise _output_error(path, error) from None
     try:
         with os.fdopen(descriptor, mode) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        _remove(temporary)
+        if isinstance(error, OutputError):
+            raise
+        raise _output_error(path, error) from None
     except BaseException:
         _remove(temporary)
         raise
     _fsync_folder(os.path.dirname(path))
+
+
+def _output_error(path, error):
+    """The one-line OutputError for a failed write of `path`."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    return OutputError('could not write %s: %s; it is left as it was. Free '
+                       'some space or choose another place to write.' % (
+                           path, reason))
 
 
 def write_bytes(path, data):
@@ -153,8 +170,8 @@ def atomic_folder(path, create=True):
     Fill the yielded folder (created empty, or with `create=False` only
     named, for writers that insist on making it themselves); when the block
     ends without an exception it takes the name `path`.  An existing
-    folder at `path` is replaced (moved aside, then removed); a file or a link there is an error
-    (InputError) and is left alone.  On any exception the temporary
+    folder at `path` is replaced (moved aside, then removed); a file or a
+    link there is an error (InputError) and is left alone.  On any exception the temporary
     folder is removed and `path` is unchanged.
     """
     path = os.path.abspath(path)
@@ -168,7 +185,10 @@ def atomic_folder(path, create=True):
                          'output.' % path)
     temporary = temporary_name(path)
     if create:
-        os.mkdir(temporary)
+        try:
+            os.mkdir(temporary)
+        except OSError as error:
+            raise _output_error(path, error) from None
     try:
         yield temporary
         old = None
@@ -181,6 +201,11 @@ def atomic_folder(path, create=True):
             if old:
                 os.rename(old, path)
             raise
+    except OSError as error:
+        _remove(temporary)
+        if isinstance(error, OutputError):
+            raise
+        raise _output_error(path, error) from None
     except BaseException:
         _remove(temporary)
         raise
