@@ -8,6 +8,7 @@ Subcommands (each a thin layer over the Python API named in its help):
   fetch     download a catalogue checkpoint           (slimnets.checkpoints)
   export    frozen, SavedModel, TFLite, ONNX, OpenVINO, Keras (slimnets.export)
   train     fine-tune a checkpoint on new classes     (slimnets.training)
+  data      build TFRecord shards from class folders  (slimnets.dataset_build)
   doctor    check this installation offline
 Errors are one line on stderr and exit status 1.
 """
@@ -90,6 +91,15 @@ def url(text):
 
 non_negative_float = _number(float, 0.0, what='a number >= 0')
 unit_interval = _number(float, 0.0, 1.0, what='a number in 0..1')
+
+
+def validation_fraction(text):
+    """A number in [0, 1)."""
+    value = unit_interval(text)
+    if value == 1.0:
+        raise argparse.ArgumentTypeError('%s must be below 1 (the train split '
+                                         'would be empty)' % text)
+    return value
 
 # The type (and so the valid range) of each fine-tuning option; the rest
 # are positive numbers.
@@ -396,6 +406,30 @@ def command_train(args):
     print('checkpoint: %s' % result.checkpoint)
 
 
+def command_data_build(args):
+    from slimnets import dataset_build  # pylint: disable=import-outside-toplevel
+    report = dataset_build.build(
+        args.input, args.output, shards=args.shards,
+        validation_fraction=args.validation_fraction,
+        labels_file=args.labels, workers=args.workers,
+        progress=not args.no_progress)
+    numbering = {'imagenet': 'ImageNet synsets from 1 (0 is background)',
+                 'flowers': 'class folders in sorted order from 0',
+                 'labels_file': 'as numbered in %s' % args.labels}
+    print('classes: %d (%s)' % (len(report.class_names),
+                                numbering[report.numbering]))
+    for split in ('train', 'validation'):
+        if report.shards[split]:
+            print('%-10s %d records in %d shards' % (
+                split, report.records[split], len(report.shards[split])))
+    print('shards written: %d, already done: %d' % (report.shards_written,
+                                                    report.shards_reused))
+    print('skipped: %d' % len(report.skipped))
+    for path, reason in report.skipped:
+        print('  %s: %s' % (path, reason))
+    print('output: %s' % report.output)
+
+
 def build_parser():
     parser = ArgumentParser(
         prog='slimnets',
@@ -581,6 +615,35 @@ def build_parser():
     train.add_argument('--no-progress', action='store_true')
     add_cache_argument(train)
     train.set_defaults(handler=command_train)
+
+    data = commands.add_parser(
+        'data', help='build datasets (TFRecord shards)',
+        description='Dataset tools (slimnets.dataset_build).')
+    data_commands = data.add_subparsers(dest='data_command',
+                                        metavar='SUBCOMMAND')
+    data_commands.required = True
+    build = data_commands.add_parser(
+        'build', parents=[common], help='class folders -> TFRecord shards',
+        description='Write a tree of class folders as research/slim '
+                    'ImageNet-format TFRecord shards (train-00000-of-0000N, '
+                    'validation-...) plus labels.txt, in parallel; a rerun '
+                    'skips the shards already written.')
+    build.add_argument('--input', required=True,
+                       help='folder with one sub-folder per class')
+    build.add_argument('--output', required=True, help='output folder')
+    build.add_argument('--shards', type=positive_int, default=2,
+                       help='train shards (default %(default)s)')
+    build.add_argument('--validation-fraction', type=validation_fraction,
+                       default=0.1,
+                       help='share of each class for validation, in [0, 1) '
+                            '(default %(default)s)')
+    build.add_argument('--labels', metavar='FILE',
+                       help='class order: one class folder name per line, or '
+                            '"label:name" lines')
+    build.add_argument('--workers', type=positive_int,
+                       help='shards written at once (default: CPU count)')
+    build.add_argument('--no-progress', action='store_true')
+    build.set_defaults(handler=command_data_build)
     return parser
 
 

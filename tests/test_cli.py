@@ -26,7 +26,8 @@ def test_help_lists_doctor(cli):
 
 
 @pytest.mark.parametrize('args', [['--help'], ['classify', '--help'],
-                                  ['train', '--help'], ['list', '--help']])
+                                  ['train', '--help'], ['list', '--help'],
+                                  ['data', 'build', '--help']])
 def test_help_never_imports_tensorflow(args):
     code = ('import sys\nfrom slimnets import cli\ntry:\n    cli.main(%r)\n'
             'except SystemExit:\n    pass\n'

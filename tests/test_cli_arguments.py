@@ -30,6 +30,11 @@ BAD = [
     ('train', '--train-dir', 't', '--data', 'd', '--batch-norm-decay', '2'),
     ('train', '--train-dir', 't', '--data', 'd', '--optimizer', 'magic'),
     ('doctor', '--image-size', '7'),
+    ('data', 'build', '--input', 'i', '--output', 'o', '--shards', '0'),
+    ('data', 'build', '--input', 'i', '--output', 'o',
+     '--validation-fraction', '1'),
+    ('data', 'build', '--input', 'i'),                  # --output missing
+    ('data',),
     ('list', '--family', 'v9'),
     ('inspect',),
     ('nonsense',),

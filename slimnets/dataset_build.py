@@ -1,0 +1,409 @@
+"""Class folders to TFRecord shards in research/slim's ImageNet format.
+
+`build(input_dir, output_dir)` turns a tree with one sub-folder per class
+into `train-00000-of-0000N` and `validation-00000-of-0000M` shards of
+`tf.train.Example`s with research/slim's `build_imagenet_data.py` keys:
+
+    image/encoded      the file's bytes, unchanged
+    image/format       'JPEG', 'PNG', 'GIF' or 'BMP' (from the header)
+    image/class/label  int64 class index (numbering below)
+    image/class/synset the class folder's name
+    image/class/text   the ImageNet label of a synset, else the folder name
+    image/height, image/width  read from the header, without decoding
+    image/colorspace, image/channels  from the header ('RGB'/3 when unknown)
+    image/filename     the file's base name
+
+and `labels.txt` in research/slim's `dataset_utils.write_label_file` form
+(`label:class name`, one per line).
+
+Label numbering.  When every class folder is an ImageNet synset id the
+numbering is `build_imagenet_data.py`'s with its full 1000-synset labels
+file: the synsets in sorted order from 1, 0 left for the background class,
+so the labels match the published 1001-class checkpoints whichever subset
+of classes is present.  Otherwise it is `download_and_convert_flowers.py`'s:
+the class folder names in sorted order from 0.  A `labels_file` (one class
+name per line, or `label:name` lines) fixes the order and, with the
+`label:name` form, the numbers.
+
+Splits.  Each class's files (sorted) are shuffled with seed 12345
+(`build_imagenet_data.py`'s) and `validation_fraction` of them go to the
+validation split; each split is then shuffled with the same seed, so a
+rerun on the same files makes the same plan.
+
+Safety and resumption.  Each shard is written under a temporary name in the
+output folder and renamed (`os.replace`) when complete, followed by a small
+`.NAME.done` record of what it holds.  A rerun with the same plan skips the
+shards already done; a different plan in a non-empty output is refused.
+Files that cannot be read, or whose header is not JPEG, PNG, GIF or BMP,
+are skipped, counted and listed.  Shards are written in parallel by a
+thread pool (reading and protobuf serialization release the GIL).
+"""
+
+import collections
+import concurrent.futures
+import hashlib
+import json
+import logging
+import os
+import random
+import struct
+import threading
+
+import tensorflow.compat.v1 as tf
+from tqdm import tqdm
+
+from slimnets import labels as labels_lib
+from slimnets.errors import InputError
+from slimnets.images import IMAGE_EXTENSIONS
+from slimnets.images import header_size
+
+_log = logging.getLogger(__name__)
+
+SEED = 12345                       # build_imagenet_data.py's shuffle seed
+LABELS_FILE = 'labels.txt'
+PLAN_FILE = '.build_plan.json'
+SPLITS = ('train', 'validation')
+
+BuildReport = collections.namedtuple('BuildReport', [
+    'output', 'class_names', 'labels', 'numbering', 'records', 'shards',
+    'shards_written', 'shards_reused', 'skipped'])
+BuildReport.__doc__ = """What `build` wrote.
+
+  output: the output folder.
+  class_names: the class folder names, in label order.
+  labels: {class name: label}.
+  numbering: 'imagenet' (synsets from 1, 0 background) or 'flowers'
+    (sorted names from 0) or 'labels_file'.
+  records: {split: records written}.
+  shards: {split: [shard file names]}.
+  shards_written, shards_reused: counts over both splits.
+  skipped: [(path, reason)] of files left out.
+"""
+
+
+def shard_name(split, index, count):
+    """research/slim's shard name, e.g. 'train-00002-of-00010'."""
+    return '%s-%.5d-of-%.5d' % (split, index, count)
+
+
+def _read_labels_file(path):
+    """[(label or None, class name)] from one name, or 'label:name', a line."""
+    try:
+        with open(path) as handle:
+            lines = [line.strip() for line in handle if line.strip()]
+    except OSError as error:
+        raise InputError('cannot read the labels file %s: %s' % (
+            path, error.strerror)) from None
+    rows = []
+    for line in lines:
+        number, colon, name = line.partition(':')
+        if colon and number.strip().isdigit():
+            rows.append((int(number), name.strip()))
+        else:
+            rows.append((None, line))
+    explicit = [label for label, _ in rows if label is not None]
+    if explicit and len(explicit) != len(rows):
+        raise InputError('%s mixes "label:name" lines with plain names; use '
+                         'one form' % path)
+    if len(set(explicit)) != len(explicit) or \
+            len({name for _, name in rows}) != len(rows):
+        raise InputError('%s repeats a label or a class name' % path)
+    return rows
+
+
+def class_labels(class_names, labels_file=None):
+    """({class name: label}, numbering) as the module docstring says."""
+    synsets = labels_lib.imagenet_synsets()
+    imagenet = set(synsets[1:])
+    if labels_file:
+        rows = _read_labels_file(labels_file)
+        if rows[0][0] is not None:
+            return {name: label for label, name in rows}, 'labels_file'
+        names = [name for _, name in rows]
+    else:
+        names = sorted(class_names)
+    if all(name in imagenet for name in names):
+        if labels_file:   # build_imagenet_data: the file's order, from 1
+            return {n: i + 1 for i, n in enumerate(names)}, 'imagenet'
+        return {n: synsets.index(n) for n in names}, 'imagenet'
+    return {n: i for i, n in enumerate(names)}, 'flowers'
+
+
+def _class_text(name, numbering):
+    if numbering == 'imagenet':
+        return labels_lib.imagenet_labels()[labels_lib.label_index(name)]
+    return name
+
+
+def _image_format(data):
+    if data[:2] == b'\xff\xd8':
+        return 'JPEG'
+    if data[:8] == b'\x89PNG\r\n\x1a\n':
+        return 'PNG'
+    if data[:6] in (b'GIF87a', b'GIF89a'):
+        return 'GIF'
+    if data[:2] == b'BM':
+        return 'BMP'
+    return None
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+_COLORSPACES = {1: 'Grayscale', 2: 'Grayscale', 3: 'RGB', 4: 'RGB'}
+
+
+def _channels(data, image_format):
+    """Channels stored in a JPEG's frame header or a PNG's colour type;
+    3 for the rest (GIF and BMP decode to RGB)."""
+    if image_format == 'PNG' and len(data) > 25:
+        return _PNG_CHANNELS.get(data[25], 3)
+    if image_format == 'JPEG':
+        position = 2
+        while position + 10 <= len(data) and data[position] == 0xFF:
+            marker = data[position + 1]
+            if marker == 0xFF or marker in (0xD8, 0x01) or \
+                    0xD0 <= marker <= 0xD7:
+                position += 1 if marker == 0xFF else 2
+                continue
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                return data[position + 9]
+            position += 2 + struct.unpack(
+                '>H', data[position + 2:position + 4])[0]
+    return 3
+
+
+def _bytes(value):
+    if isinstance(value, str):
+        value = value.encode('utf-8')
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _int64(value):
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+
+def image_example(data, label, synset, text, filename):
+    """A serialized `tf.train.Example` of encoded image bytes, or None when
+    the header is not JPEG, PNG, GIF or BMP."""
+    image_format = _image_format(data)
+    size = header_size(data) if image_format else None
+    if size is None:
+        return None
+    width, height = size
+    channels = _channels(data, image_format)
+    colorspace = 'CMYK' if image_format == 'JPEG' and channels == 4 else \
+        _COLORSPACES.get(channels, 'RGB')
+    return tf.train.Example(features=tf.train.Features(feature={
+        'image/height': _int64(height), 'image/width': _int64(width),
+        'image/colorspace': _bytes(colorspace),
+        'image/channels': _int64(channels),
+        'image/class/label': _int64(label),
+        'image/class/synset': _bytes(synset),
+        'image/class/text': _bytes(text),
+        'image/format': _bytes(image_format),
+        'image/filename': _bytes(filename),
+        'image/encoded': _bytes(data)})).SerializeToString()
+
+
+def _find_files(input_dir):
+    """({class name: [paths]} sorted, class names)."""
+    if not os.path.isdir(input_dir):
+        raise InputError('%s is not a folder of class folders' % input_dir)
+    classes = sorted(d for d in os.listdir(input_dir)
+                     if os.path.isdir(os.path.join(input_dir, d)))
+    if not classes:
+        raise InputError('%s has no class sub-folders (expected one folder '
+                         'per class)' % input_dir)
+    files = {}
+    for name in classes:
+        folder = os.path.join(input_dir, name)
+        files[name] = [os.path.join(folder, f) for f in sorted(os.listdir(
+            folder)) if f.lower().endswith(IMAGE_EXTENSIONS)]
+    return files, classes
+
+
+def plan(input_dir, shards=2, validation_fraction=0.1, labels_file=None):
+    """The build plan: what goes into which shard, before anything is read.
+
+    Returns:
+      (plan dict: {'classes', 'labels', 'numbering', 'shards': {name:
+      [[path, label, class name], ...]}}, labels) -- JSON-serializable.
+    """
+    files, classes = _find_files(input_dir)
+    labels, numbering = class_labels(classes, labels_file)
+    unknown = [c for c in classes if c not in labels]
+    if unknown:
+        raise InputError('class folder(s) %s are not in the labels file %s'
+                         % (', '.join(unknown[:5]), labels_file))
+    splits = {split: [] for split in SPLITS}
+    rng = random.Random(SEED)
+    for name in classes:
+        paths = list(files[name])
+        rng.shuffle(paths)
+        count = int(round(validation_fraction * len(paths)))
+        for index, path in enumerate(paths):
+            splits['validation' if index < count else 'train'].append(
+                [path, labels[name], name])
+    shard_lists = {}
+    for split, items in splits.items():
+        random.Random(SEED).shuffle(items)
+        if not items:
+            continue
+        count = shards if split == 'train' else max(
+            1, int(round(shards * validation_fraction)))
+        count = max(1, min(count, len(items)))
+        bounds = [len(items) * i // count for i in range(count + 1)]
+        for index in range(count):
+            shard_lists[shard_name(split, index, count)] = \
+                items[bounds[index]:bounds[index + 1]]
+    if not shard_lists:
+        raise InputError('no images (%s) under the class folders of %s'
+                         % (', '.join(IMAGE_EXTENSIONS), input_dir))
+    ordered = [c for c, _ in sorted(labels.items(), key=lambda kv: kv[1])]
+    return {'classes': ordered, 'labels': labels, 'numbering': numbering,
+            'shards': shard_lists}
+
+
+def _plan_digest(build_plan):
+    text = json.dumps(build_plan, sort_keys=True).encode('utf-8')
+    return hashlib.sha256(text).hexdigest()
+
+
+def _write_atomic(path, text):
+    temporary = '%s.tmp-%d' % (path, os.getpid())
+    with open(temporary, 'w') as handle:
+        handle.write(text)
+    os.replace(temporary, path)
+
+
+def _done_path(output_dir, name):
+    return os.path.join(output_dir, '.%s.done' % name)
+
+
+def _write_shard(output_dir, name, items, numbering, on_image):
+    """Writes one shard (temporary name, then renamed); returns its
+    record count and [(path, reason)] skipped."""
+    final = os.path.join(output_dir, name)
+    temporary = os.path.join(output_dir, '.%s.tmp-%d-%d' % (
+        name, os.getpid(), threading.get_ident()))
+    records, skipped = 0, []
+    try:
+        with tf.io.TFRecordWriter(temporary) as writer:
+            for path, label, class_name in items:
+                try:
+                    with open(path, 'rb') as handle:
+                        data = handle.read()
+                except OSError as error:
+                    skipped.append((path, 'cannot read: %s' % error.strerror))
+                    on_image()
+                    continue
+                example = image_example(data, label, class_name,
+                                        _class_text(class_name, numbering),
+                                        os.path.basename(path))
+                if example is None:
+                    skipped.append((path, 'not a JPEG, PNG, GIF or BMP '
+                                          'image'))
+                else:
+                    writer.write(example)
+                    records += 1
+                on_image()
+        os.replace(temporary, final)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    _write_atomic(_done_path(output_dir, name), json.dumps(
+        {'records': records, 'skipped': skipped}))
+    return records, skipped
+
+
+def build(input_dir, output_dir, shards=2, validation_fraction=0.1,
+          labels_file=None, workers=None, progress=True):
+    """Writes class folders as research/slim ImageNet-format TFRecord shards.
+
+    Args:
+      input_dir: one sub-folder per class holding JPEG/PNG/GIF/BMP files.
+      output_dir: created if needed; shards, labels.txt and the plan go here.
+      shards: train shards; validation gets round(shards * fraction), at
+        least 1 (no split has more shards than images).
+      validation_fraction: share of each class in the validation split,
+        0 <= f < 1.
+      labels_file: class order (and numbers), see the module docstring.
+      workers: shards written at once (default: the CPU count).
+      progress: show a tqdm bar over the images.
+
+    Returns:
+      A BuildReport.
+
+    Raises:
+      InputError: no class folders or images, a bad labels file, or an
+        output folder holding another build.
+    """
+    if shards < 1:
+        raise InputError('shards must be at least 1 (got %s)' % shards)
+    if not 0 <= validation_fraction < 1:
+        raise InputError('the validation fraction must be in [0, 1) (got %s)'
+                         % validation_fraction)
+    build_plan = plan(input_dir, shards, validation_fraction, labels_file)
+    digest = _plan_digest(build_plan)
+    os.makedirs(output_dir, exist_ok=True)
+    plan_path = os.path.join(output_dir, PLAN_FILE)
+    if os.path.isfile(plan_path):
+        with open(plan_path) as handle:
+            recorded = json.load(handle).get('digest')
+        if recorded != digest:
+            raise InputError(
+                '%s holds a build of other images or options; give a new '
+                '--output, or empty that folder to rebuild' % output_dir)
+    elif any(n.startswith(SPLITS) for n in os.listdir(output_dir)):
+        raise InputError('%s already holds shards not written by this build; '
+                         'give a new --output' % output_dir)
+    _write_atomic(plan_path, json.dumps({'digest': digest}))
+
+    results, pending = {}, []
+    for name, items in build_plan['shards'].items():
+        done = _done_path(output_dir, name)
+        if os.path.isfile(done) and os.path.isfile(
+                os.path.join(output_dir, name)):
+            with open(done) as handle:
+                results[name] = json.load(handle)
+        else:
+            pending.append(name)
+    reused = len(results)
+    total = sum(len(build_plan['shards'][n]) for n in pending)
+    lock = threading.Lock()
+    with tqdm(total=total, unit='img', disable=not progress,
+              leave=False) as bar:
+        def tick():
+            with lock:
+                bar.update(1)
+
+        workers = workers or os.cpu_count() or 1
+        with concurrent.futures.ThreadPoolExecutor(
+                max(1, min(workers, len(pending) or 1))) as pool:
+            futures = {pool.submit(_write_shard, output_dir, name,
+                                   build_plan['shards'][name],
+                                   build_plan['numbering'], tick): name
+                       for name in pending}
+            for future in concurrent.futures.as_completed(futures):
+                try:
+                    records, skipped = future.result()
+                except OSError as error:
+                    raise InputError('cannot write %s in %s: %s' % (
+                        futures[future], output_dir,
+                        error.strerror or error)) from None
+                results[futures[future]] = {'records': records,
+                                            'skipped': skipped}
+                _log.info('wrote %s: %d records', futures[future], records)
+    _write_atomic(os.path.join(output_dir, LABELS_FILE), ''.join(
+        '%d:%s\n' % (build_plan['labels'][name], name)
+        for name in build_plan['classes']))
+    records = {split: 0 for split in SPLITS}
+    shard_names = {split: [] for split in SPLITS}
+    skipped = []
+    for name in sorted(build_plan['shards']):
+        split = name.split('-')[0]
+        records[split] += results[name]['records']
+        shard_names[split].append(name)
+        skipped.extend(tuple(item) for item in results[name]['skipped'])
+    return BuildReport(output_dir, build_plan['classes'], build_plan['labels'],
+                       build_plan['numbering'], records, shard_names,
+                       len(pending), reused, sorted(skipped))
