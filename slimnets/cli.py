@@ -285,23 +285,56 @@ def _format_kwargs(kwargs):
     return '(%s)' % ', '.join('%s=%s' % item for item in sorted(kwargs.items()))
 
 
+def _read_results(paths):
+    results = []
+    for path in paths:
+        try:
+            with open(path) as handle:
+                results.append(json.load(handle))
+        except (OSError, ValueError) as error:
+            raise CommandError('cannot read the eval result %s: %s' % (
+                path, getattr(error, 'strerror', None) or error)) from None
+    return results
+
+
 def command_eval(args):
-    from slimnets import inference  # pylint: disable=import-outside-toplevel
-    result = inference.evaluate(args.checkpoint, args.data, args.model,
-                                batch_size=args.batch_size,
-                                max_images=args.max_images,
-                                image_size=args.image_size,
-                                max_pixels=args.max_pixels,
-                                progress=not args.no_progress,
-                                cache_dir=args.cache_dir,
-                                runtime=args.runtime)
+    if args.merge:
+        if args.data or args.shard is not None or args.num_shards is not None:
+            args.usage_error('--merge combines results: give no --data, '
+                             '--shard or --num-shards with it')
+        from slimnets import evaluation  # pylint: disable=import-outside-toplevel
+        result = evaluation.merge(_read_results(args.merge))
+    else:
+        if not args.data:
+            args.usage_error('the following arguments are required: --data '
+                             '(or --merge A.json B.json ...)')
+        if (args.shard is None) != (args.num_shards is None) or (
+                args.shard is not None and args.shard >= args.num_shards):
+            args.usage_error('give --shard K and --num-shards N together, '
+                             'with K < N')
+        from slimnets import inference  # pylint: disable=import-outside-toplevel
+        result = inference.evaluate(args.checkpoint, args.data, args.model,
+                                    batch_size=args.batch_size,
+                                    max_images=args.max_images,
+                                    image_size=args.image_size,
+                                    max_pixels=args.max_pixels,
+                                    progress=not args.no_progress,
+                                    cache_dir=args.cache_dir,
+                                    shard=args.shard,
+                                    num_shards=args.num_shards,
+                                    split=args.split, runtime=args.runtime)
     print('%-12s %s %s' % ('network', result['network'],
                            _format_kwargs(result['network_kwargs'])))
     print('%-12s %s' % ('checkpoint', result['checkpoint']))
+    if result.get('num_shards'):
+        print('%-12s %d of %d' % ('shard', result['shard'],
+                                  result['num_shards']))
+    if result.get('merged_shards'):
+        print('%-12s %d shards' % ('merged', result['merged_shards']))
     print('%-12s %d' % ('images', result['images']))
     print('%-12s %.4f' % ('top-1', result['top1']))
     print('%-12s %.4f' % ('top-5', result['top5']))
-    print('%-12s %s' % ('runtime', result['runtime']))
+    print('%-12s %s' % ('runtime', result.get('runtime')))
     if args.json:
         fileio.write_bytes(args.json, (json.dumps(result, indent=1) + '\n')
                            .encode('utf-8'))
@@ -393,7 +426,8 @@ def command_train(args):
         args.train_dir, args.data, num_classes=args.num_classes,
         checkpoint=args.checkpoint, model=args.model,
         checkpoint_exclude_scopes=exclude, trainable_scopes=trainable,
-        progress=not args.no_progress, cache_dir=args.cache_dir, **options)
+        progress=not args.no_progress, cache_dir=args.cache_dir,
+        split=args.split, **options)
     if result.resumed:
         print('resumed at step %d' % result.first_step)
     if result.losses:
@@ -510,18 +544,32 @@ def build_parser():
         description='Evaluate over a folder with one sub-folder per class '
                     '(synset ids or label names) or slim TFRecords '
                     '(image/encoded, image/class/label).')
-    add_model_arguments(evaluate)
+    add_model_arguments(evaluate, checkpoint_required=False)
     add_max_pixels(evaluate)
-    evaluate.add_argument('--data', required=True,
-                          help='class-folder tree, TFRecord file or folder')
+    evaluate.add_argument('--data',
+                          help='class-folder tree, TFRecord file, folder of '
+                               'shards or glob, or a research/slim '
+                               'dataset_dir (see --split)')
+    evaluate.add_argument('--split',
+                          help='research/slim split in a dataset_dir '
+                               '(SPLIT-* shards; default: validation, else '
+                               'test, when it holds several)')
     evaluate.add_argument('--batch-size', type=positive_int, default=32)
-    evaluate.add_argument('--max-images', type=positive_int)
+    evaluate.add_argument('--max-images', type=positive_int,
+                          help='only the first N images of the stream')
+    evaluate.add_argument('--shard', type=non_negative_int, metavar='K',
+                          help='evaluate only slice K (0-based) of '
+                               '--num-shards: every N-th image from the K-th')
+    evaluate.add_argument('--num-shards', type=positive_int, metavar='N')
+    evaluate.add_argument('--merge', nargs='+', metavar='JSON',
+                          help='combine the --json results of the N shards '
+                               '(instead of evaluating)')
     evaluate.add_argument('--json', type=writable_file,
                           help='also write the results here')
     evaluate.add_argument('--no-progress', action='store_true')
     add_runtime_argument(evaluate)
     add_cache_argument(evaluate)
-    evaluate.set_defaults(handler=command_eval)
+    evaluate.set_defaults(handler=command_eval, usage_error=evaluate.error)
 
     inspect = commands.add_parser(
         'inspect', help='variables of a checkpoint and which network it is',
@@ -590,7 +638,10 @@ def build_parser():
                     'them when run again.')
     train.add_argument('--train-dir', required=True)
     train.add_argument('--data', required=True,
-                       help='class-folder tree or slim TFRecords')
+                       help='class-folder tree, TFRecord file, folder of '
+                            'shards or glob, or a research/slim dataset_dir')
+    train.add_argument('--split', help='research/slim split in a dataset_dir '
+                       '(default: train when it holds several)')
     train.add_argument('--checkpoint', help='starting checkpoint (path or '
                        'catalogue name); omit to train from scratch')
     train.add_argument('--model', help='nets_factory or catalogue name '

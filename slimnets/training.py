@@ -17,7 +17,6 @@ import glob
 import logging
 import os
 
-import numpy as np
 import tensorflow.compat.v1 as tf
 
 from slimnets import checkpoints
@@ -25,7 +24,6 @@ from slimnets import datasets
 from slimnets import fileio
 from slimnets import models
 from slimnets import nets_factory
-from slimnets import preprocessing
 from slimnets import slim
 from slimnets.errors import ArgumentTypeError
 from slimnets.errors import InputError
@@ -90,27 +88,6 @@ def _optimizer(config, learning_rate):
                      % (', '.join(OPTIMIZERS), name))
 
 
-def _dataset(examples, config):
-    sources = [e for e, _ in examples]
-    labels = np.array([label for _, label in examples], np.int64)
-    from_files = isinstance(sources[0], str)
-    dataset = tf.data.Dataset.from_tensor_slices((sources, labels))
-    dataset = dataset.shuffle(len(examples), seed=config.seed,
-                              reshuffle_each_iteration=True).repeat()
-
-    def load(source, label):
-        encoded = tf.io.read_file(source) if from_files else source
-        image = tf.io.decode_image(encoded, channels=3,
-                                   expand_animations=False)
-        image.set_shape([None, None, 3])
-        image = preprocessing.preprocess_for_train(
-            image, config.image_size, config.image_size)
-        return image, label
-
-    dataset = dataset.map(load, num_parallel_calls=2)
-    return dataset.batch(config.batch_size, drop_remainder=True).prefetch(2)
-
-
 def _trainable_variables(trainable_scopes):
     if not trainable_scopes:
         return tf.trainable_variables()
@@ -149,12 +126,14 @@ def _logits_scope(network_scope_name):
 
 def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
           checkpoint_exclude_scopes=None, trainable_scopes=None,
-          moving_average='auto', progress=True, cache_dir=None, **options):
+          moving_average='auto', progress=True, cache_dir=None, split=None,
+          **options):
     """Fine-tunes (or trains) a MobileNet; resumes if `train_dir` has a run.
 
     Args:
       train_dir: where checkpoints (and labels.txt) are written.
-      data: a class-folder tree or slim TFRecords.
+      data: a class-folder tree or slim TFRecords (file, folder of shards,
+        glob, research/slim dataset_dir), streamed through tf.data.
       num_classes: classes of the new head (default: the data's).
       checkpoint: the starting point (path or catalogue name), or None to
         train from scratch (then `model` is required).
@@ -163,6 +142,7 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
         scope when the class counts differ.
       trainable_scopes: only these scopes train (default all).
       moving_average: use the checkpoint's shadows ('auto', True, False).
+      split: research/slim split name in a dataset_dir (default train).
       **options: TrainConfig fields (batch_size, max_steps, optimizer, ...).
 
     Returns:
@@ -173,7 +153,8 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
         raise ArgumentTypeError('unknown training options: %s' % ', '.join(
             sorted(unknown)))
     config = DEFAULTS._replace(**options)
-    examples, class_names = datasets.training_examples(data)
+    source = datasets.training_source(data, split)
+    class_names = source.class_names
     num_classes = num_classes or len(class_names)
     if len(class_names) > num_classes:
         raise InputError('the data has %d classes but num_classes '
@@ -199,14 +180,17 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
             tf.set_random_seed(config.seed)
         global_step = tf.train.get_or_create_global_step()
         images, labels = tf.data.make_one_shot_iterator(
-            _dataset(examples, config)).get_next()
+            datasets.training_dataset(source, config.image_size,
+                                      config.batch_size, config.seed)
+        ).get_next()
         logits = _build(spec, images, config)
         network_scope = logits.name.split('/')[0]
         tf.losses.softmax_cross_entropy(
             tf.one_hot(labels, num_classes), logits,
             label_smoothing=config.label_smoothing)
         total_loss = tf.losses.get_total_loss()
-        steps_per_epoch = max(1, len(examples) // config.batch_size)
+        steps_per_epoch = 1 if config.learning_rate_decay_type == 'fixed' \
+            else max(1, source.count() // config.batch_size)
         learning_rate = _learning_rate(config, global_step, steps_per_epoch)
         optimizer = _optimizer(config, learning_rate)
         update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)

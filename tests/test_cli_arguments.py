@@ -17,6 +17,10 @@ BAD = [
     ('eval', '--data', 'd', '--max-images', '-2'),
     ('eval', '--data', 'd', '--json', '/no/such/folder/result.json'),
     ('eval', '--checkpoint', 'c'),                      # --data missing
+    ('eval', '--data', 'd', '--shard', '1'),            # --num-shards missing
+    ('eval', '--data', 'd', '--shard', '3', '--num-shards', '3'),
+    ('eval', '--data', 'd', '--shard', '-1', '--num-shards', '3'),
+    ('eval', '--merge', 'a.json', '--data', 'd'),
     ('fetch', 'mobilenet_v1_0.25_128', '--url', 'notaurl'),
     ('export', '--format', 'frozen', '--output', 'x.pb', '--batch-size',
      '0'),
