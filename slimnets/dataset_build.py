@@ -31,7 +31,8 @@ validation split; each split is then shuffled with the same seed, so a
 rerun on the same files makes the same plan.
 
 Safety and resumption.  Each shard is written under a temporary name in the
-output folder and renamed (`os.replace`) when complete, followed by a small
+output folder (`slimnets.fileio`'s, so a killed run's leftovers are removed
+by the next) and renamed (`os.replace`) when complete, followed by a small
 `.NAME.done` record of what it holds.  A rerun with the same plan skips the
 shards already done; a different plan in a non-empty output is refused.
 Files that cannot be read, or whose header is not JPEG, PNG, GIF or BMP,
@@ -52,6 +53,7 @@ import threading
 import tensorflow.compat.v1 as tf
 from tqdm import tqdm
 
+from slimnets import fileio
 from slimnets import labels as labels_lib
 from slimnets.errors import InputError
 from slimnets.images import IMAGE_EXTENSIONS
@@ -269,10 +271,7 @@ def _plan_digest(build_plan):
 
 
 def _write_atomic(path, text):
-    temporary = '%s.tmp-%d' % (path, os.getpid())
-    with open(temporary, 'w') as handle:
-        handle.write(text)
-    os.replace(temporary, path)
+    fileio.write_bytes(path, text.encode('utf-8'))
 
 
 def _done_path(output_dir, name):
@@ -283,8 +282,7 @@ def _write_shard(output_dir, name, items, numbering, on_image):
     """Writes one shard (temporary name, then renamed); returns its
     record count and [(path, reason)] skipped."""
     final = os.path.join(output_dir, name)
-    temporary = os.path.join(output_dir, '.%s.tmp-%d-%d' % (
-        name, os.getpid(), threading.get_ident()))
+    temporary = fileio.temporary_name(final)
     records, skipped = 0, []
     try:
         with tf.io.TFRecordWriter(temporary) as writer:
@@ -309,7 +307,7 @@ def _write_shard(output_dir, name, items, numbering, on_image):
         os.replace(temporary, final)
     finally:
         if os.path.exists(temporary):
-            os.remove(temporary)
+            os.remove(temporary)    # Ctrl-C or a failure: nothing half-kept
     _write_atomic(_done_path(output_dir, name), json.dumps(
         {'records': records, 'skipped': skipped}))
     return records, skipped
@@ -345,6 +343,7 @@ def build(input_dir, output_dir, shards=2, validation_fraction=0.1,
     build_plan = plan(input_dir, shards, validation_fraction, labels_file)
     digest = _plan_digest(build_plan)
     os.makedirs(output_dir, exist_ok=True)
+    fileio.remove_stale(output_dir)     # shards of a killed earlier run
     plan_path = os.path.join(output_dir, PLAN_FILE)
     if os.path.isfile(plan_path):
         with open(plan_path) as handle:
