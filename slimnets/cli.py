@@ -427,7 +427,8 @@ def command_train(args):
         checkpoint=args.checkpoint, model=args.model,
         checkpoint_exclude_scopes=exclude, trainable_scopes=trainable,
         progress=not args.no_progress, cache_dir=args.cache_dir,
-        split=args.split, **options)
+        split=args.split, num_clones=args.num_clones,
+        clone_on_cpu=args.clone_on_cpu, **options)
     if result.resumed:
         print('resumed at step %d' % result.first_step)
     if result.losses:
@@ -654,6 +655,11 @@ def build_parser():
     train.add_argument('--trainable-scopes', help='comma list; default all')
     train.add_argument('--freeze-batch-norm', action='store_true',
                        help='keep batch norm (and dropout) in inference mode')
+    train.add_argument('--num-clones', type=positive_int, default=1,
+                       help='model_deploy clones, a batch each, gradients '
+                            'summed (default %(default)s)')
+    train.add_argument('--clone-on-cpu', action='store_true',
+                       help='place every clone on the CPU (else GPU i)')
     for name, value in train_config.DEFAULTS._asdict().items():
         if name == 'fine_tune_batch_norm':
             continue

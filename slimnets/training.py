@@ -25,6 +25,7 @@ from slimnets import fileio
 from slimnets import models
 from slimnets import nets_factory
 from slimnets import slim
+from slimnets.deployment import model_deploy
 from slimnets.errors import ArgumentTypeError
 from slimnets.errors import InputError
 from slimnets.train_config import DECAY_TYPES
@@ -127,7 +128,7 @@ def _logits_scope(network_scope_name):
 def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
           checkpoint_exclude_scopes=None, trainable_scopes=None,
           moving_average='auto', progress=True, cache_dir=None, split=None,
-          **options):
+          num_clones=1, clone_on_cpu=False, **options):
     """Fine-tunes (or trains) a MobileNet; resumes if `train_dir` has a run.
 
     Args:
@@ -143,6 +144,9 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
       trainable_scopes: only these scopes train (default all).
       moving_average: use the checkpoint's shadows ('auto', True, False).
       split: research/slim split name in a dataset_dir (default train).
+      num_clones, clone_on_cpu: research/slim model_deploy clones (one
+        batch of `batch_size` each, on GPU i or all on the CPU; gradients
+        summed, so N clones of batch B step as one of batch N x B).
       **options: TrainConfig fields (batch_size, max_steps, optimizer, ...).
 
     Returns:
@@ -178,26 +182,41 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
     with graph.as_default():
         if config.seed is not None:
             tf.set_random_seed(config.seed)
-        global_step = tf.train.get_or_create_global_step()
-        images, labels = tf.data.make_one_shot_iterator(
-            datasets.training_dataset(source, config.image_size,
-                                      config.batch_size, config.seed)
-        ).get_next()
-        logits = _build(spec, images, config)
-        network_scope = logits.name.split('/')[0]
-        tf.losses.softmax_cross_entropy(
-            tf.one_hot(labels, num_classes), logits,
-            label_smoothing=config.label_smoothing)
-        total_loss = tf.losses.get_total_loss()
+        deploy_config = model_deploy.DeploymentConfig(
+            num_clones=num_clones, clone_on_cpu=clone_on_cpu)
+        with tf.device(deploy_config.variables_device()):
+            global_step = tf.train.get_or_create_global_step()
+        with tf.device(deploy_config.inputs_device()):
+            batches = tf.data.make_one_shot_iterator(
+                datasets.training_dataset(source, config.image_size,
+                                          config.batch_size, config.seed))
+
+        def clone_fn():
+            """One clone: a batch, the network, its loss (LOSSES)."""
+            images, labels = batches.get_next()
+            logits = _build(spec, images, config)
+            tf.losses.softmax_cross_entropy(
+                tf.one_hot(labels, num_classes), logits,
+                label_smoothing=config.label_smoothing)
+            return logits
+
+        clones = model_deploy.create_clones(deploy_config, clone_fn)
+        network_scope = tf.model_variables()[0].op.name.split('/')[0]
         steps_per_epoch = 1 if config.learning_rate_decay_type == 'fixed' \
-            else max(1, source.count() // config.batch_size)
-        learning_rate = _learning_rate(config, global_step, steps_per_epoch)
-        optimizer = _optimizer(config, learning_rate)
-        update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
-        with tf.control_dependencies(update_ops):
-            train_op = optimizer.minimize(
-                total_loss, global_step=global_step,
+            else max(1, source.count() // (config.batch_size * num_clones))
+        with tf.device(deploy_config.optimizer_device()):
+            learning_rate = _learning_rate(config, global_step,
+                                           steps_per_epoch)
+            optimizer = _optimizer(config, learning_rate)
+            # model_deploy's loss: each clone's loss / clones, the
+            # regularization once, gradients summed across clones.
+            total_loss, gradients = model_deploy.optimize_clones(
+                clones, optimizer,
                 var_list=_trainable_variables(trainable_scopes))
+            update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS,
+                                           clones[0].scope)
+            train_op = tf.group(*update_ops + [optimizer.apply_gradients(
+                gradients, global_step=global_step)])
         if config.moving_average_decay:
             averages = tf.train.ExponentialMovingAverage(
                 config.moving_average_decay, global_step)
@@ -210,7 +229,8 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
             checkpoint_exclude_scopes = [] if source_classes == num_classes \
                 else [_logits_scope(network_scope)]
         latest = tf.train.latest_checkpoint(train_dir)
-        with tf.Session(graph=graph) as sess:
+        session_config = tf.ConfigProto(allow_soft_placement=True)
+        with tf.Session(graph=graph, config=session_config) as sess:
             sess.run(tf.global_variables_initializer())
             if latest:
                 saver.restore(sess, latest)

@@ -1,0 +1,1 @@
+"""research/slim's `deployment` package: `model_deploy` (clones)."""
