@@ -56,6 +56,7 @@ from tqdm import tqdm
 from slimnets import fileio
 from slimnets import labels as labels_lib
 from slimnets.errors import InputError
+from slimnets.errors import OutputError
 from slimnets.images import IMAGE_EXTENSIONS
 from slimnets.images import header_size
 
@@ -334,6 +335,7 @@ def build(input_dir, output_dir, shards=2, validation_fraction=0.1,
     Raises:
       InputError: no class folders or images, a bad labels file, or an
         output folder holding another build.
+      OutputError: a shard or record file could not be written.
     """
     if shards < 1:
         raise InputError('shards must be at least 1 (got %s)' % shards)
@@ -385,8 +387,10 @@ def build(input_dir, output_dir, shards=2, validation_fraction=0.1,
             for future in concurrent.futures.as_completed(futures):
                 try:
                     records, skipped = future.result()
-                except OSError as error:
-                    raise InputError('cannot write %s in %s: %s' % (
+                except OutputError:
+                    raise
+                except OSError as error:     # a full disk, a read-only place
+                    raise OutputError('cannot write %s in %s: %s' % (
                         futures[future], output_dir,
                         error.strerror or error)) from None
                 results[futures[future]] = {'records': records,

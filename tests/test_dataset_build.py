@@ -193,3 +193,15 @@ def test_command_line_errors(tmp_path, cli, one_line_error):
     one_line_error(cli('data', 'build', '--input', tmp_path, '--output',
                        tmp_path / 'out', '--validation-fraction', '1'),
                    'must be below 1', status=2)
+
+
+def test_a_failed_write_is_an_output_error(class_tree, tmp_path,
+                                           monkeypatch):
+    def full_disk(*args):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(dataset_build, '_write_shard', full_disk)
+    with pytest.raises(dataset_build.OutputError,
+                       match='No space left on device'):
+        dataset_build.build(str(class_tree), str(tmp_path / 'out'),
+                            progress=False)
