@@ -52,3 +52,8 @@ class UsageError(SlimnetsError, ValueError):
 class MissingExtraError(SlimnetsError, ImportError):
     """An optional runtime or exporter is not installed; the message names
     the extra that brings it (`pip install 'slimnets[onnx]'`)."""
+
+
+class QuantizationError(SlimnetsError, ValueError):
+    """A graph cannot be rewritten for quantization, or a quantized model
+    cannot be read or written; the message says what and how to fix it."""

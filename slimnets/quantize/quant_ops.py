@@ -1,0 +1,134 @@
+"""Fake-quantization ops with learned ranges, as tf.contrib.quantize made them.
+
+Each op lives in its own variable scope `<name_prefix>` holding two scalar
+(or per-channel) variables `min` and `max`.  Weights use the last batch's
+range (`LastValueQuantize`); activations an exponential moving average of
+the batch ranges (`MovingAvgQuantize`, decay 0.999, zero-debiased as
+`assign_moving_average` does by default, which adds `min/biased`,
+`min/local_step`, `max/biased` and `max/local_step`).  Ranges always
+contain 0.  In eval graphs the variables are only read.
+"""
+
+import tensorflow.compat.v1 as tf
+from tensorflow.python.training import moving_averages
+
+
+def _range_variable(name, shape, init, collection):
+    collections = [tf.GraphKeys.GLOBAL_VARIABLES]
+    if collection and collection not in collections:
+        collections.append(collection)
+    return tf.get_variable(name, shape=shape, dtype=tf.float32,
+                           initializer=tf.constant_initializer(init),
+                           collections=collections, trainable=False)
+
+
+def _batch_range(inputs, per_channel, symmetric, num_bits, narrow_range):
+    """The batch's [min, max] widened to contain 0 (or made symmetric)."""
+    if per_channel:
+        axes = list(range(inputs.shape.ndims - 1))
+        batch_min = tf.reduce_min(inputs, axis=axes, name='BatchMin')
+        batch_max = tf.reduce_max(inputs, axis=axes, name='BatchMax')
+    else:
+        batch_min = tf.reduce_min(inputs, name='BatchMin')
+        batch_max = tf.reduce_max(inputs, name='BatchMax')
+    if symmetric:
+        # min = -max * levels_below_zero / levels_above_zero
+        ratio = -1.0 if narrow_range else \
+            -((1 << num_bits) - 2) / float(1 << num_bits)
+        return (tf.minimum(batch_min, batch_max / ratio),
+                tf.maximum(batch_max, batch_min * ratio))
+    return tf.minimum(batch_min, 0.0), tf.maximum(batch_max, 0.0)
+
+
+def _fake_quant(inputs, min_value, max_value, per_channel, num_bits,
+                narrow_range):
+    if per_channel:
+        return tf.quantization.fake_quant_with_min_max_vars_per_channel(
+            inputs, min_value, max_value, num_bits=num_bits,
+            narrow_range=narrow_range)
+    return tf.quantization.fake_quant_with_min_max_vars(
+        inputs, min_value, max_value, num_bits=num_bits,
+        narrow_range=narrow_range)
+
+
+def _variables(inputs, per_channel, init_min, init_max, vars_collection):
+    shape = [inputs.shape[-1]] if per_channel else []
+    return (_range_variable('min', shape, init_min, vars_collection),
+            _range_variable('max', shape, init_max, vars_collection))
+
+
+def LastValueQuantize(inputs,  # pylint: disable=invalid-name
+                      per_channel=False,
+                      init_min=-6.0,
+                      init_max=6.0,
+                      vars_collection=None,
+                      name_prefix='LastValueQuant',
+                      reuse=None,
+                      is_training=True,
+                      num_bits=8,
+                      narrow_range=False,
+                      symmetric=False):
+    """Fake-quantizes `inputs` with the range of the last batch.
+
+    Args:
+      inputs: a float tensor of any shape ([kh, kw, in, out] for weights).
+      per_channel: one range per last-axis channel.
+      init_min, init_max: the range before the first training step.
+      vars_collection: an extra collection for `min` and `max`.
+      name_prefix: the variable scope (`<layer>/weights_quant`).
+      is_training: update the range from `inputs` (else only read it).
+      num_bits, narrow_range, symmetric: the integer grid.
+
+    Returns:
+      a tensor like `inputs`.
+    """
+    with tf.variable_scope(None, default_name=name_prefix, values=[inputs],
+                           reuse=reuse):
+        min_var, max_var = _variables(inputs, per_channel, init_min,
+                                      init_max, vars_collection)
+        if not is_training:
+            return _fake_quant(inputs, min_var, max_var, per_channel,
+                               num_bits, narrow_range)
+        range_min, range_max = _batch_range(inputs, per_channel, symmetric,
+                                            num_bits, narrow_range)
+        assign_min = tf.assign(min_var, range_min, name='AssignMinLast')
+        assign_max = tf.assign(max_var, range_max, name='AssignMaxLast')
+        return _fake_quant(inputs, assign_min, assign_max, per_channel,
+                           num_bits, narrow_range)
+
+
+def MovingAvgQuantize(inputs,  # pylint: disable=invalid-name
+                      per_channel=False,
+                      init_min=-6.0,
+                      init_max=6.0,
+                      ema_decay=0.999,
+                      vars_collection=tf.GraphKeys.MOVING_AVERAGE_VARIABLES,
+                      name_prefix='MovingAvgQuantize',
+                      reuse=None,
+                      is_training=True,
+                      num_bits=8,
+                      narrow_range=False,
+                      symmetric=False):
+    """Fake-quantizes `inputs` with a moving average of the batch ranges.
+
+    Same arguments as `LastValueQuantize`, plus `ema_decay`: each training
+    step moves the range by (1 - ema_decay) towards the batch's.
+
+    Returns:
+      a tensor like `inputs`.
+    """
+    with tf.variable_scope(None, default_name=name_prefix, values=[inputs],
+                           reuse=reuse):
+        min_var, max_var = _variables(inputs, per_channel, init_min,
+                                      init_max, vars_collection)
+        if not is_training:
+            return _fake_quant(inputs, min_var, max_var, per_channel,
+                               num_bits, narrow_range)
+        range_min, range_max = _batch_range(inputs, per_channel, symmetric,
+                                            num_bits, narrow_range)
+        assign_min = moving_averages.assign_moving_average(
+            min_var, range_min, ema_decay, name='AssignMinEma')
+        assign_max = moving_averages.assign_moving_average(
+            max_var, range_max, ema_decay, name='AssignMaxEma')
+        return _fake_quant(inputs, assign_min, assign_max, per_channel,
+                           num_bits, narrow_range)

@@ -1,0 +1,237 @@
+"""slimnets.quantize: tf.contrib.quantize's graph rewrite on current TF.
+
+Names (what Google's `_quant` checkpoints hold), the numerics of the folded
+batch norm (eval and training, before the quantization delay), the delay
+itself, ranges learned by a few QAT steps, and every network of the tree
+under both rewrites.
+"""
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+from slimnets import nets_factory
+from slimnets import quantize
+from slimnets.errors import QuantizationError
+from slimnets.errors import SlimnetsError
+
+BATCH = 4
+
+
+def _session_config():
+    # One thread each: the same reductions in the float and rewritten graph.
+    return tf.ConfigProto(intra_op_parallelism_threads=1,
+                          inter_op_parallelism_threads=1)
+
+
+def _images(size, seed=0, count=BATCH):
+    rng = np.random.RandomState(seed)
+    return rng.uniform(-1, 1, (count, size, size, 3)).astype(np.float32)
+
+
+def _build(network, size, is_training, kwargs, batch=BATCH):
+    x = tf.placeholder(tf.float32, [batch, size, size, 3], name='input')
+    fn = nets_factory.get_network_fn(network, 7, is_training=is_training)
+    logits, _ = fn(x, **kwargs)
+    return x, logits
+
+
+def _randomize_batch_norms(sess):
+    """Moving statistics and gammas away from the identity."""
+    rng = np.random.RandomState(1)
+    for variable in tf.global_variables():
+        name = variable.op.name
+        shape = variable.shape.as_list()
+        if name.endswith('moving_mean') or name.endswith('beta'):
+            variable.load(rng.normal(0, 0.2, shape).astype(np.float32), sess)
+        elif name.endswith('moving_variance') or name.endswith('gamma'):
+            variable.load(rng.uniform(0.5, 1.5, shape).astype(np.float32),
+                          sess)
+
+
+@pytest.fixture(scope='module')
+def float_v1_checkpoint(tmp_path_factory):
+    """A v1 0.25 float checkpoint at 64 px with non-trivial batch norms."""
+    prefix = str(tmp_path_factory.mktemp('v1') / 'model.ckpt')
+    with tf.Graph().as_default():
+        _build('mobilenet_v1', 64, False, {'depth_multiplier': 0.25})
+        with tf.Session(config=_session_config()) as sess:
+            sess.run(tf.global_variables_initializer())
+            _randomize_batch_norms(sess)
+            tf.train.Saver().save(sess, prefix, write_meta_graph=False)
+    return prefix
+
+
+def _run_with(prefix, network, size, kwargs, rewrite=None, runs=1,
+              is_training=False, feed=None):
+    """Builds, rewrites, restores the float variables of `prefix` and
+    returns the logits of each of `runs` runs."""
+    with tf.Graph().as_default() as graph:
+        x, logits = _build(network, size, is_training, kwargs)
+        float_variables = tf.global_variables()
+        if rewrite is not None:
+            rewrite(graph)
+        with tf.Session(config=_session_config()) as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver(float_variables).restore(sess, prefix)
+            images = _images(size) if feed is None else feed
+            return [sess.run(logits, {x: images}) for _ in range(runs)]
+
+
+def test_the_four_functions_exist():
+    for name in ('create_training_graph', 'create_eval_graph',
+                 'experimental_create_training_graph',
+                 'experimental_create_eval_graph'):
+        assert callable(getattr(quantize, name))
+
+
+def test_v1_eval_graph_carries_contrib_names():
+    with tf.Graph().as_default() as graph:
+        _build('mobilenet_v1', 128, False, {'depth_multiplier': 0.25},
+               batch=1)
+        quantize.create_eval_graph(graph)
+        names = {v.op.name for v in tf.global_variables()}
+        fake_quants = [op for op in graph.get_operations()
+                       if op.type == 'FakeQuantWithMinMaxVars']
+    layer = 'MobilenetV1/MobilenetV1/Conv2d_0/'
+    for name in ('weights_quant/min', 'weights_quant/max', 'act_quant/min',
+                 'act_quant/max'):
+        assert layer + name in names
+    assert 'MobilenetV1/Logits/Conv2d_1c_1x1/act_quant/max' in names
+    # 27 convolutions + logits: their weights and their outputs.
+    assert len(fake_quants) == 56
+    weights = [op for op in fake_quants if '/weights_quant/' in op.name]
+    assert len(weights) == 28
+    assert all(op.get_attr('narrow_range') for op in weights)
+    assert not any(op.get_attr('narrow_range') for op in fake_quants
+                   if op not in weights)
+    assert all(op.get_attr('num_bits') == 8 for op in fake_quants)
+    # Eval graphs only read the ranges.
+    assert not [op for op in graph.get_operations()
+                if 'AssignMinEma' in op.name or 'AssignMinLast' in op.name]
+
+
+def test_rewriting_twice_is_refused():
+    with tf.Graph().as_default() as graph:
+        _build('mobilenet_v1', 64, False, {'depth_multiplier': 0.25})
+        quantize.create_eval_graph(graph)
+        with pytest.raises(QuantizationError) as error:
+            quantize.create_eval_graph(graph)
+    assert isinstance(error.value, SlimnetsError)
+    assert 'already quantized' in str(error.value)
+    with tf.Graph().as_default() as graph:
+        with pytest.raises(QuantizationError):
+            quantize.experimental_create_eval_graph(graph, weight_bits=9)
+
+
+def test_eval_fold_reproduces_the_float_network(float_v1_checkpoint):
+    """With quantization delayed, the folded eval graph is the float one."""
+    kwargs = {'depth_multiplier': 0.25}
+    expected = _run_with(float_v1_checkpoint, 'mobilenet_v1', 64, kwargs)[0]
+    folded = _run_with(
+        float_v1_checkpoint, 'mobilenet_v1', 64, kwargs,
+        lambda g: quantize.experimental_create_eval_graph(
+            g, quant_delay=10 ** 9))[0]
+    assert np.max(np.abs(folded - expected)) < 1e-4 * max(
+        1.0, np.max(np.abs(expected)))
+
+
+def test_training_graph_before_the_delay_is_the_float_one(
+        float_v1_checkpoint):
+    """Folding with batch-statistics corrections reproduces training-mode
+    batch norm; quantization starts at run `quant_delay`."""
+    kwargs = {'depth_multiplier': 0.25, 'dropout_keep_prob': 1.0}
+    expected = _run_with(float_v1_checkpoint, 'mobilenet_v1', 64, kwargs,
+                         is_training=True)[0]
+    runs = _run_with(float_v1_checkpoint, 'mobilenet_v1', 64, kwargs,
+                     lambda g: quantize.create_training_graph(
+                         g, quant_delay=3),
+                     runs=3, is_training=True)
+    scale = max(1.0, np.max(np.abs(expected)))
+    for before in runs[:2]:
+        assert np.max(np.abs(before - expected)) < 1e-4 * scale
+    # From run 3 the 8-bit grid shows.
+    assert np.max(np.abs(runs[2] - expected)) > 1e-3 * scale
+
+
+def test_qat_steps_move_the_ranges_and_respect_freeze_bn_delay(
+        float_v1_checkpoint):
+    with tf.Graph().as_default() as graph:
+        x, logits = _build('mobilenet_v1', 64, True,
+                           {'depth_multiplier': 0.25})
+        float_variables = tf.global_variables()
+        quantize.experimental_create_training_graph(
+            graph, quant_delay=0, freeze_bn_delay=3)
+        labels = tf.placeholder(tf.int32, [BATCH])
+        loss = tf.losses.sparse_softmax_cross_entropy(labels, logits)
+        with tf.control_dependencies(
+                tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
+            train = tf.train.GradientDescentOptimizer(0.05).minimize(loss)
+        by_name = {v.op.name: v for v in tf.global_variables()}
+        act_max = by_name['MobilenetV1/MobilenetV1/Conv2d_3_pointwise/'
+                          'act_quant/max']
+        weights_min = by_name['MobilenetV1/MobilenetV1/Conv2d_0/'
+                              'weights_quant/min']
+        moving_mean = by_name['MobilenetV1/Conv2d_5_pointwise/BatchNorm/'
+                              'moving_mean']
+        with tf.Session(config=_session_config()) as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver(float_variables).restore(sess, float_v1_checkpoint)
+            initial = sess.run([act_max, weights_min])
+            means = []
+            for step in range(5):
+                sess.run(train, {x: _images(64, seed=step),
+                                 labels: np.arange(BATCH) % 7})
+                means.append(sess.run(moving_mean))
+            final = sess.run([act_max, weights_min])
+    assert initial[0] == 6.0 and initial[1] == -6.0
+    assert final[0] != initial[0] and 0 < final[0]
+    assert final[1] < 0 and final[1] != -6.0  # the folded weights' min
+    # Batch norm statistics update on runs 1 and 2, then stay frozen.
+    assert not np.allclose(means[0], means[1])
+    assert np.array_equal(means[2], means[3])
+    assert np.array_equal(means[3], means[4])
+
+
+NETWORKS = [
+    ('mobilenet_v1', {'depth_multiplier': 0.25}),
+    ('mobilenet_v2', {'depth_multiplier': 0.35}),
+    ('mobilenet_v3_small', {'depth_multiplier': 0.35}),
+    ('mobilenet_v3_large', {'depth_multiplier': 0.35}),
+    ('mobilenet_v3_small_minimalistic', {'depth_multiplier': 0.35}),
+    ('mobilenet_edgetpu', {'depth_multiplier': 0.35}),
+]
+
+
+@pytest.mark.parametrize('network,kwargs', NETWORKS,
+                         ids=[n for n, _ in NETWORKS])
+def test_every_network_trains_and_evaluates_quantized(network, kwargs,
+                                                      tmp_path):
+    size = 32
+    prefix = str(tmp_path / 'qat.ckpt')
+    with tf.Graph().as_default() as graph:
+        x, logits = _build(network, size, True, kwargs)
+        quantize.create_training_graph(graph)
+        loss = tf.reduce_mean(tf.square(logits))
+        with tf.control_dependencies(
+                tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
+            train = tf.train.GradientDescentOptimizer(0.01).minimize(loss)
+        ranges = [v for v in tf.global_variables()
+                  if v.op.name.endswith('act_quant/max')]
+        assert ranges
+        with tf.Session(config=_session_config()) as sess:
+            sess.run(tf.global_variables_initializer())
+            sess.run(train, {x: _images(size)})
+            learned = sess.run(ranges)
+            tf.train.Saver().save(sess, prefix, write_meta_graph=False)
+    assert any(value != 6.0 for value in learned)
+    with tf.Graph().as_default() as graph:
+        x, logits = _build(network, size, False, kwargs)
+        quantize.create_eval_graph(graph)
+        assert [op for op in graph.get_operations()
+                if op.type == 'FakeQuantWithMinMaxVars']
+        with tf.Session(config=_session_config()) as sess:
+            # Every variable of the eval graph is in the QAT checkpoint.
+            tf.train.Saver().restore(sess, prefix)
+            values = sess.run(logits, {x: _images(size)})
+    assert values.shape == (BATCH, 7) and np.all(np.isfinite(values))
