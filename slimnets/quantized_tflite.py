@@ -73,8 +73,12 @@ def _quiet_interpreter(**kwargs):
 
 # ------------------------------------------------------------------ export
 
-def fake_quant_graph_def(spec, checkpoint, batch_size=1):
+def fake_quant_graph_def(spec, checkpoint, batch_size=1,
+                         symmetric_weights=False):
     """The frozen `create_eval_graph` form of `spec` with `checkpoint`.
+
+    `symmetric_weights` widens each weight range to be symmetric about 0
+    (for int8 models).
 
     The graph takes 'input' [batch, size, size, 3] in [-1, 1] and gives
     'logits' and 'probabilities' [batch, num_classes].
@@ -100,7 +104,23 @@ def fake_quant_graph_def(spec, checkpoint, batch_size=1):
         tf.nn.softmax(logits, name='probabilities')
         with tf.Session(graph=graph) as sess:
             checkpoints.restore(sess, checkpoint, moving_average=False)
+            if symmetric_weights:
+                _symmetrize_weight_ranges(sess)
             return optimize.freeze_session(sess)
+
+
+def _symmetrize_weight_ranges(sess):
+    """Weight ranges [-m, m], m = max(|min|, |max|): int8 weights need
+    zero point 0 (the TFLite int8 specification)."""
+    by_name = {v.op.name: v for v in tf.global_variables()}
+    for name, variable in by_name.items():
+        if not name.endswith('/weights_quant/min'):
+            continue
+        maximum = by_name[name[:-len('min')] + 'max']
+        low, high = sess.run([variable, maximum])
+        bound = max(abs(float(low)), abs(float(high)))
+        variable.load(-bound, sess)
+        maximum.load(bound, sess)
 
 
 def _input_stats_for(inference_type, input_stats):
@@ -206,7 +226,8 @@ def export_tflite(output, checkpoint, model=None, image_size=None,
       output: the .tflite file to write.
       checkpoint: a checkpoint path (with quantization ranges).
       model, image_size: as `slimnets.export.export`.
-      inference_type: 'uint8' (default, as Google's files) or 'int8'.
+      inference_type: 'uint8' (default, as Google's files) or 'int8'
+        (weight ranges then widened to be symmetric: zero point 0).
       input_stats: (mean, std) of the integer input; default (128, 128).
       probe: float images [N, size, size, 3] for the self-check (default:
         `export.probe_batch`-like smooth pseudo-images).
@@ -217,7 +238,11 @@ def export_tflite(output, checkpoint, model=None, image_size=None,
     spec, prefix = inference.model_spec(model, checkpoint, image_size,
                                         cache_dir=cache_dir,
                                         progress=progress)
-    graph_def = fake_quant_graph_def(spec, prefix)
+    if inference_type not in INFERENCE_TYPES:
+        raise QuantizationError('unknown inference type %r; choose uint8 or '
+                                'int8' % (inference_type,))
+    graph_def = fake_quant_graph_def(
+        spec, prefix, symmetric_weights=inference_type == 'int8')
     content = convert_graph_def(graph_def, spec.image_size, inference_type,
                                 input_stats or DEFAULT_INPUT_STATS)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)

@@ -19,9 +19,12 @@ BATCH = 4
 
 
 def _session_config():
-    # One thread each: the same reductions in the float and rewritten graph.
-    return tf.ConfigProto(intra_op_parallelism_threads=1,
-                          inter_op_parallelism_threads=1)
+    # One thread each: the same reductions in the float and rewritten
+    # graph; no grappler pass (it costs more than the one step it speeds).
+    config = tf.ConfigProto(intra_op_parallelism_threads=1,
+                            inter_op_parallelism_threads=1)
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+    return config
 
 
 def _images(size, seed=0, count=BATCH):
@@ -193,8 +196,8 @@ def test_qat_steps_move_the_ranges_and_respect_freeze_bn_delay(
     assert np.array_equal(means[3], means[4])
 
 
+# v1 trains and evaluates in the tests above.
 NETWORKS = [
-    ('mobilenet_v1', {'depth_multiplier': 0.25}),
     ('mobilenet_v2', {'depth_multiplier': 0.35}),
     ('mobilenet_v3_small', {'depth_multiplier': 0.35}),
     ('mobilenet_v3_large', {'depth_multiplier': 0.35}),
