@@ -12,6 +12,7 @@ import tensorflow.compat.v1 as tf
 
 from slimnets import nets_factory
 from slimnets import quantize
+from slimnets.quantize import quant_ops
 from slimnets.errors import QuantizationError
 from slimnets.errors import SlimnetsError
 
@@ -196,9 +197,9 @@ def test_qat_steps_move_the_ranges_and_respect_freeze_bn_delay(
     assert np.array_equal(means[3], means[4])
 
 
-# v1 trains and evaluates in the tests above.
+# v1 trains and evaluates in the tests above, v1 and v2 also in
+# test_quantize_tflite.py (QAT steps, then the eval graph exported).
 NETWORKS = [
-    ('mobilenet_v2', {'depth_multiplier': 0.35}),
     ('mobilenet_v3_small', {'depth_multiplier': 0.35}),
     ('mobilenet_v3_large', {'depth_multiplier': 0.35}),
     ('mobilenet_v3_small_minimalistic', {'depth_multiplier': 0.35}),
@@ -238,3 +239,32 @@ def test_every_network_trains_and_evaluates_quantized(network, kwargs,
             tf.train.Saver().restore(sess, prefix)
             values = sess.run(logits, {x: _images(size)})
     assert values.shape == (BATCH, 7) and np.all(np.isfinite(values))
+
+
+def test_moving_average_ranges_are_zero_debiased():
+    """As TF1's assign_moving_average: the first step takes the batch's
+    range whatever the initial value; later ones move by 1 - decay."""
+
+    with tf.Graph().as_default():
+        values = tf.placeholder(tf.float32, [3])
+        quant_ops.MovingAvgQuantize(values, ema_decay=0.9,
+                                    name_prefix='layer/act_quant')
+        by_name = {v.op.name: v for v in tf.global_variables()}
+        assert 'layer/act_quant/layer/act_quant/min/biased' in by_name
+        assert 'layer/act_quant/layer/act_quant/max/local_step' in by_name
+        low, high = by_name['layer/act_quant/min'], by_name[
+            'layer/act_quant/max']
+        output = tf.get_default_graph().get_tensor_by_name(
+            'layer/act_quant/FakeQuantWithMinMaxVars:0')
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            sess.run(output, {values: [-1.0, 0.5, 2.0]})
+            assert sess.run([low, high]) == pytest.approx([-1.0, 2.0],
+                                                          rel=1e-6)
+            sess.run(output, {values: [0.5, 1.0, 4.0]})
+            # biased = 0.9 * 0.1 * m1 + 0.1 * m2, divided by 1 - 0.9 ** 2
+            expected_high = (0.09 * 2.0 + 0.1 * 4.0) / 0.19
+            expected_low = (0.09 * -1.0 + 0.1 * 0.0) / 0.19
+            got_low, got_high = sess.run([low, high])
+    assert got_high == pytest.approx(expected_high, rel=1e-6)
+    assert got_low == pytest.approx(expected_low, rel=1e-6)

@@ -10,7 +10,6 @@ contain 0.  In eval graphs the variables are only read.
 """
 
 import tensorflow.compat.v1 as tf
-from tensorflow.python.training import moving_averages
 
 
 def _range_variable(name, shape, init, collection):
@@ -38,6 +37,34 @@ def _batch_range(inputs, per_channel, symmetric, num_bits, narrow_range):
         return (tf.minimum(batch_min, batch_max / ratio),
                 tf.maximum(batch_max, batch_min * ratio))
     return tf.minimum(batch_min, 0.0), tf.maximum(batch_max, 0.0)
+
+
+def _assign_zero_debiased_average(variable, value, decay, name):
+    """`assign_moving_average(variable, value, decay)` as TF1 made it
+    (zero-debiased, its shadow variables named as TF1 named them), without
+    its per-variable scan of the graph's variables.
+
+    biased <- biased - (biased - value) * (1 - decay);  step <- step + 1
+    variable <- biased / (1 - decay ** step)
+
+    Returns:
+      the updated value of `variable`.
+    """
+    with tf.variable_scope(variable.op.name):
+        shadows = [tf.get_variable(
+            shadow, shape=shape, dtype=variable.dtype.base_dtype,
+            initializer=tf.zeros_initializer(), trainable=False,
+            collections=[tf.GraphKeys.GLOBAL_VARIABLES])
+            for shadow, shape in (('biased', variable.shape),
+                                  ('local_step', []))]
+    biased, local_step = shadows
+    with tf.name_scope(name):
+        rate = tf.constant(1.0 - decay, variable.dtype.base_dtype,
+                           name='decay')
+        updated = tf.assign_sub(biased, (biased - value) * rate)
+        step = tf.assign_add(local_step, 1.0)
+        factor = 1.0 - tf.pow(1.0 - rate, step)
+        return tf.assign(variable, updated / factor)
 
 
 def _fake_quant(inputs, min_value, max_value, per_channel, num_bits,
@@ -126,9 +153,9 @@ def MovingAvgQuantize(inputs,  # pylint: disable=invalid-name
                                num_bits, narrow_range)
         range_min, range_max = _batch_range(inputs, per_channel, symmetric,
                                             num_bits, narrow_range)
-        assign_min = moving_averages.assign_moving_average(
+        assign_min = _assign_zero_debiased_average(
             min_var, range_min, ema_decay, name='AssignMinEma')
-        assign_max = moving_averages.assign_moving_average(
+        assign_max = _assign_zero_debiased_average(
             max_var, range_max, ema_decay, name='AssignMaxEma')
         return _fake_quant(inputs, assign_min, assign_max, per_channel,
                            num_bits, narrow_range)
