@@ -6,6 +6,7 @@ import tensorflow.compat.v1 as tf
 from slimnets import checkpoints
 from slimnets import models
 from slimnets import optimize
+from slimnets import quantize
 from slimnets import runtimes
 from slimnets.errors import InputError
 from slimnets.graph_format import INPUT_NAME
@@ -26,6 +27,9 @@ class Classifier(object):
       graph_def: the folded inference graph (`slimnets.optimize`).
       runtime: the `slimnets.runtimes.Runtime` that runs it on the
         preprocessed images; `runtime.describe()` says which.
+      quantized: the checkpoint holds quantization ranges and the graph is
+        its fake-quantized `quantize.create_eval_graph` form (run by
+        TensorFlow unless `runtime` names another).
     """
 
     def __init__(self, checkpoint=None, model=None, image_size=None,
@@ -59,6 +63,11 @@ class Classifier(object):
             inputs = tf.placeholder(tf.float32, [None] + [
                 self.spec.image_size] * 2 + [3], name=INPUT_NAME)
             self.logits, _ = models.build_network(self.spec, inputs)
+            # A QAT checkpoint runs as its fake-quantized eval graph.
+            self.quantized = quantize.has_quantization_ranges(
+                self.checkpoint)
+            if self.quantized:
+                quantize.create_eval_graph(self.graph)
             tf.identity(self.logits, name=OUTPUT_NAMES[0])
             self.probabilities = tf.nn.softmax(self.logits,
                                                name=OUTPUT_NAMES[1])
@@ -68,6 +77,8 @@ class Classifier(object):
         self.graph.finalize()
         self.graph_def, _ = optimize.optimize_for_inference(
             optimize.freeze_session(self.session))
+        if self.quantized and runtime == 'auto':
+            runtime = 'tensorflow'  # runs the fake-quant ops as trained
         self.runtime = runtimes.load(self.graph_def, runtime,
                                      cache_dir=cache_dir,
                                      model_key='%s%s@%d/%d' % (

@@ -114,6 +114,7 @@ _TRAIN_OPTION_TYPES = {
     'rmsprop_momentum': unit_interval, 'rmsprop_decay': fraction,
     'adam_beta1': unit_interval, 'adam_beta2': unit_interval,
     'adadelta_rho': fraction, 'end_learning_rate': non_negative_float,
+    'quantize_delay': int,  # negative: no quantization (the reference's -1)
 }
 
 
@@ -392,8 +393,33 @@ def command_fetch(args):
     print(prefix)
 
 
+def _command_export_integer(args):
+    from slimnets import quantized_tflite  # pylint: disable=import-outside-toplevel
+    report = quantized_tflite.export_tflite(
+        args.output, args.checkpoint, model=args.model,
+        image_size=args.image_size,
+        inference_type=args.inference_type or 'uint8',
+        cache_dir=args.cache_dir)
+    spec = report.spec
+    print('exported %s %s at %dx%d to %s (integer TFLite, %s, %d bytes)' % (
+        spec.network, _format_kwargs(spec.kwargs), spec.image_size,
+        spec.image_size, report.path, report.inference_type,
+        report.size_bytes))
+    print('self-check on %d probe images against the fake-quant eval graph: '
+          '%.2f%% of outputs within one quantization step (max %.1f steps), '
+          'same top-1 on %.0f%%' % (report.probe_images,
+                                    100 * report.within_one_step,
+                                    report.max_step_difference,
+                                    100 * report.top1_agreement))
+
+
 def command_export(args):
     from slimnets import export  # pylint: disable=import-outside-toplevel
+    from slimnets import quantized_tflite  # pylint: disable=import-outside-toplevel
+    if args.format == 'tflite' and not args.quantization and (
+            args.inference_type or quantized_tflite.is_qat_checkpoint(
+                args.checkpoint, args.cache_dir)):
+        return _command_export_integer(args)
     report = export.export(
         args.output, args.format, args.checkpoint, model=args.model,
         image_size=args.image_size, batch_size=args.batch_size,
@@ -625,6 +651,9 @@ def build_parser():
                         choices=('float16', 'dynamic', 'int8'),
                         help='TFLite quantization (int8 needs '
                              '--representative-data)')
+    export.add_argument('--inference-type', choices=('uint8', 'int8'),
+                        help='integer TFLite of a quantization-aware '
+                             'checkpoint (default uint8 for such checkpoints)')
     export.add_argument('--representative-data', metavar='DIR',
                         help='folder of typical images (int8 calibration, '
                              'probe images)')
@@ -666,8 +695,10 @@ def build_parser():
         kind = _TRAIN_OPTION_TYPES.get(name, positive_float)
         choices = {'optimizer': train_config.OPTIMIZERS,
                    'learning_rate_decay_type': train_config.DECAY_TYPES}.get(name)
-        train.add_argument('--' + name.replace('_', '-'), type=kind,
-                           choices=choices, dest=name,
+        # --quantize_delay: train_image_classifier's own spelling too.
+        flags = ['--' + name.replace('_', '-')] + (
+            ['--' + name] if name == 'quantize_delay' else [])
+        train.add_argument(*flags, type=kind, choices=choices, dest=name,
                            help='default %s' % (value,))
     train.add_argument('--no-progress', action='store_true')
     add_cache_argument(train)

@@ -41,7 +41,6 @@ _log = logging.getLogger(__name__)
 INFERENCE_TYPES = ('uint8', 'int8')
 # Google's files: real input = (q - 128) / 128 for q in [0, 255].
 DEFAULT_INPUT_STATS = (128.0, 128.0)
-_RANGE_SUFFIXES = ('_quant/min', '_quant/max')
 
 QuantizedExportReport = collections.namedtuple('QuantizedExportReport', [
     'path', 'spec', 'inference_type', 'size_bytes',
@@ -53,16 +52,15 @@ QuantizedExportReport = collections.namedtuple('QuantizedExportReport', [
     'probe_images'])
 
 
-def quantization_ranges(checkpoint_prefix):
-    """The names of the quantization-range variables a checkpoint holds."""
-    return sorted(name for name in checkpoints.variable_shapes(
-        checkpoint_prefix) if name.endswith(_RANGE_SUFFIXES))
+quantization_ranges = quantize.quantization_ranges
+has_quantization_ranges = quantize.has_quantization_ranges
 
 
-def has_quantization_ranges(checkpoint_prefix):
-    """True when the checkpoint carries weights_quant ranges (QAT)."""
-    return any('/weights_quant/' in name
-               for name in quantization_ranges(checkpoint_prefix))
+def is_qat_checkpoint(checkpoint, cache_dir=None):
+    """True when `checkpoint` (a path or catalogue name) holds
+    quantization ranges."""
+    return has_quantization_ranges(checkpoints.resolve(
+        checkpoint, cache_dir=cache_dir, progress=False))
 
 
 def _quiet_interpreter(**kwargs):

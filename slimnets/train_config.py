@@ -17,7 +17,8 @@ TrainConfig = collections.namedtuple('TrainConfig', [
     'label_smoothing', 'moving_average_decay', 'momentum', 'rmsprop_momentum',
     'rmsprop_decay', 'opt_epsilon', 'adam_beta1', 'adam_beta2',
     'adadelta_rho', 'adagrad_initial_accumulator_value', 'save_every_steps',
-    'log_every_n_steps', 'seed', 'batch_norm_decay', 'fine_tune_batch_norm'])
+    'log_every_n_steps', 'seed', 'batch_norm_decay', 'fine_tune_batch_norm',
+    'quantize_delay'])
 
 DEFAULTS = TrainConfig(
     batch_size=32, image_size=None, max_steps=1000, optimizer='rmsprop',
@@ -28,4 +29,4 @@ DEFAULTS = TrainConfig(
     rmsprop_decay=0.9, opt_epsilon=1.0, adam_beta1=0.9, adam_beta2=0.999,
     adadelta_rho=0.95, adagrad_initial_accumulator_value=0.1,
     save_every_steps=100, log_every_n_steps=10, seed=None,
-    batch_norm_decay=None, fine_tune_batch_norm=True)
+    batch_norm_decay=None, fine_tune_batch_norm=True, quantize_delay=None)

@@ -24,6 +24,7 @@ from slimnets import datasets
 from slimnets import fileio
 from slimnets import models
 from slimnets import nets_factory
+from slimnets import quantize
 from slimnets import slim
 from slimnets.deployment import model_deploy
 from slimnets.errors import ArgumentTypeError
@@ -201,6 +202,10 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
             return logits
 
         clones = model_deploy.create_clones(deploy_config, clone_fn)
+        if config.quantize_delay is not None and config.quantize_delay >= 0:
+            # train_image_classifier's --quantize_delay, at its place: every
+            # clone built, no gradient yet.
+            quantize.create_training_graph(graph, config.quantize_delay)
         network_scope = tf.model_variables()[0].op.name.split('/')[0]
         steps_per_epoch = 1 if config.learning_rate_decay_type == 'fixed' \
             else max(1, source.count() // (config.batch_size * num_clones))

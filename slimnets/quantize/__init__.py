@@ -13,3 +13,5 @@ from slimnets.quantize.quantize_graph import create_eval_graph  # noqa: F401
 from slimnets.quantize.quantize_graph import create_training_graph  # noqa: F401
 from slimnets.quantize.quantize_graph import experimental_create_eval_graph  # noqa: F401
 from slimnets.quantize.quantize_graph import experimental_create_training_graph  # noqa: F401
+from slimnets.quantize.ranges import has_quantization_ranges  # noqa: F401
+from slimnets.quantize.ranges import quantization_ranges  # noqa: F401
