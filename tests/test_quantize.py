@@ -12,6 +12,7 @@ import tensorflow.compat.v1 as tf
 
 from slimnets import nets_factory
 from slimnets import quantize
+from slimnets import slim
 from slimnets.quantize import quant_ops
 from slimnets.errors import QuantizationError
 from slimnets.errors import SlimnetsError
@@ -268,3 +269,45 @@ def test_moving_average_ranges_are_zero_debiased():
             got_low, got_high = sess.run([low, high])
     assert got_high == pytest.approx(expected_high, rel=1e-6)
     assert got_low == pytest.approx(expected_low, rel=1e-6)
+
+
+@pytest.mark.parametrize('rate', [1, 2])
+def test_atrous_depthwise_folds_and_quantizes(rate):
+    """A dilated depthwise convolution runs between SpaceToBatchND and
+    BatchToSpaceND; the batch norm after it folds all the same."""
+    images = np.random.RandomState(0).normal(0, 1, (2, 16, 16, 4))
+    outputs = []
+    for rewrite in (None, lambda g: quantize.experimental_create_eval_graph(
+            g, quant_delay=10 ** 9)):
+        with tf.Graph().as_default() as graph:
+            x = tf.placeholder(tf.float32, [2, 16, 16, 4])
+            with slim.arg_scope([slim.separable_conv2d],
+                                normalizer_fn=slim.batch_norm,
+                                normalizer_params={'is_training': False,
+                                                   'scale': True}):
+                # The Relu: float in both graphs, the folded layer's
+                # output in the rewritten one.
+                relu = slim.separable_conv2d(x, None, [3, 3], rate=rate,
+                                             scope='atrous')
+            if rewrite is not None:
+                rewrite(graph)
+                names = {op.name: op.type for op in graph.get_operations()}
+                assert list(names.values()).count(
+                    'FakeQuantWithMinMaxVars') == 2
+                assert names['atrous/depthwise_Fold'] == \
+                    'DepthwiseConv2dNative'
+                assert relu.op.inputs[0].op.name == 'atrous/add_fold'
+            with tf.Session(config=_session_config()) as sess:
+                sess.run(tf.global_variables_initializer())
+                for variable in tf.global_variables():
+                    name = variable.op.name
+                    rng = np.random.RandomState(len(name))  # per variable
+                    if name.endswith(('moving_variance', 'gamma')):
+                        variable.load(rng.uniform(0.5, 2, variable.shape),
+                                      sess)
+                    elif name.endswith(('moving_mean', 'beta',
+                                        'depthwise_weights')):
+                        variable.load(rng.normal(0, 1, variable.shape),
+                                      sess)
+                outputs.append(sess.run(relu, {x: images}))
+    assert np.max(np.abs(outputs[0] - outputs[1])) < 1e-4

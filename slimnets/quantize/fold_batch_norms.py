@@ -44,9 +44,10 @@ _BATCH_NORM_TYPES = 'FusedBatchNorm|FusedBatchNormV3'
 class _BatchNormMatch(object):
     """A layer op and the fused batch norm reading its output."""
 
-    def __init__(self, layer_op, bn_op):
+    def __init__(self, layer_op, bn_op, batch_to_space_op=None):
         self.layer_op = layer_op
         self.bn_op = bn_op
+        self.batch_to_space_op = batch_to_space_op
         self.input_tensor = layer_op.inputs[0]
         self.weight_tensor = layer_op.inputs[1]
         self.output_tensor = bn_op.outputs[0]
@@ -58,12 +59,19 @@ class _BatchNormMatch(object):
 
 def _find_fused_batch_norms(graph):
     layer = graph_matcher.OpTypePattern(_LAYER_TYPES)
+    # Atrous depthwise convolutions run between SpaceToBatchND and
+    # BatchToSpaceND.
+    batch_to_space = graph_matcher.OpTypePattern('BatchToSpaceND',
+                                                 inputs=[layer, '*', '*'])
     batch_norm = graph_matcher.OpTypePattern(
-        _BATCH_NORM_TYPES, inputs=[layer, '*', '*', '*', '*'])
+        _BATCH_NORM_TYPES, inputs=[
+            graph_matcher.OneofPattern([batch_to_space, layer]),
+            '*', '*', '*', '*'])
     matches = []
     for result in graph_matcher.GraphMatcher(batch_norm).match_graph(graph):
         matches.append(_BatchNormMatch(result.get_op(layer),
-                                       result.get_op(batch_norm)))
+                                       result.get_op(batch_norm),
+                                       result.get_op(batch_to_space)))
     return matches
 
 
@@ -165,7 +173,7 @@ def _fold(graph, match, is_training, freeze_batch_norm_delay):
                 mean = bn_op.outputs[1]
                 # The kernel returns the unbiased (n / (n - 1)) variance;
                 # normalization used the biased one.
-                count = tf.cast(tf.size(match.layer_op.outputs[0]) /
+                count = tf.cast(tf.size(bn_op.inputs[0]) /
                                 tf.size(mean), tf.float32)
                 variance = tf.multiply(bn_op.outputs[2], (count - 1) / count,
                                        name='Undo_Bessel_Correction')
@@ -201,6 +209,12 @@ def _fold(graph, match, is_training, freeze_batch_norm_delay):
         folded_weights = tf.multiply(weights, multiplier, name='mul_fold')
         output = _clone_layer(match.layer_op, match.input_tensor,
                               folded_weights)
+        if match.batch_to_space_op is not None:
+            original = match.batch_to_space_op
+            output = tf.raw_ops.BatchToSpaceND(
+                input=output, block_shape=original.inputs[1],
+                crops=original.inputs[2],
+                name=original.name.rpartition('/')[2] + '_Fold')
         if correction_recip is not None:
             output = tf.multiply(correction_recip, output,
                                  name='post_conv_mul')
