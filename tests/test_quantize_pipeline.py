@@ -3,6 +3,7 @@
 `slimnets export --format tflite` writing the integer model."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -64,7 +65,11 @@ def test_train_classify_and_export_quantized(two_colours, tmp_path, capsys):
                      checkpoint, '--output', output]) == 0
     printed = capsys.readouterr().out
     assert 'integer TFLite, uint8' in printed
-    assert 'within one quantization step' in printed
+    # The self-check against the fake-quant eval graph (measured: 99.9% to
+    # 100% of outputs within one step).
+    within = re.search(r'([\d.]+)% of outputs within one quantization step',
+                       printed)
+    assert within and float(within.group(1)) >= 90.0, printed
     raw, _, _ = quantized_tflite.run_integer_tflite(
         output, np.zeros((1, 64, 64, 3), np.float32))
     assert raw.dtype == np.uint8 and raw.shape == (1, 2)

@@ -8,10 +8,16 @@ Variable and op names follow tf.contrib.quantize, so checkpoints of
 Google's `_quant` models restore into a `create_eval_graph` graph.
 """
 
-from slimnets.errors import QuantizationError  # noqa: F401
-from slimnets.quantize.quantize_graph import create_eval_graph  # noqa: F401
-from slimnets.quantize.quantize_graph import create_training_graph  # noqa: F401
-from slimnets.quantize.quantize_graph import experimental_create_eval_graph  # noqa: F401
-from slimnets.quantize.quantize_graph import experimental_create_training_graph  # noqa: F401
-from slimnets.quantize.ranges import has_quantization_ranges  # noqa: F401
-from slimnets.quantize.ranges import quantization_ranges  # noqa: F401
+from slimnets.errors import QuantizationError
+from slimnets.quantize.quantize_graph import create_eval_graph
+from slimnets.quantize.quantize_graph import create_training_graph
+from slimnets.quantize.quantize_graph import experimental_create_eval_graph
+from slimnets.quantize.quantize_graph import experimental_create_training_graph
+from slimnets.quantize.ranges import has_quantization_ranges
+from slimnets.quantize.ranges import quantization_ranges
+
+__all__ = [
+    'QuantizationError', 'create_eval_graph', 'create_training_graph',
+    'experimental_create_eval_graph', 'experimental_create_training_graph',
+    'has_quantization_ranges', 'quantization_ranges',
+]

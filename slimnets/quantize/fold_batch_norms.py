@@ -32,6 +32,7 @@ import logging
 
 import tensorflow.compat.v1 as tf
 
+from slimnets.errors import QuantizationError
 from slimnets.quantize import common
 from slimnets.quantize import graph_matcher
 
@@ -89,8 +90,10 @@ def _moving_statistics_variables(graph, bn_op):
                     found[leaf].op.name):
                 found[leaf] = variable
     if len(found) != 2:
-        raise ValueError('cannot find the moving statistics of batch norm %s'
-                         % bn_op.name)
+        raise QuantizationError(
+            'cannot find the moving_mean and moving_variance variables of '
+            'batch norm %s (looked for them under its scope); build the '
+            'network with slim.batch_norm' % bn_op.name)
     return found['moving_mean'], found['moving_variance']
 
 
@@ -224,8 +227,8 @@ def _fold(graph, match, is_training, freeze_batch_norm_delay):
         _freeze_moving_average_updates(bn_op, use_moving, moving_mean,
                                        moving_variance, update_consumers)
     if common.reroute_tensor(output, match.output_tensor) == 0:
-        raise ValueError('folding batch norm %s failed: it has no consumers'
-                         % bn_op.name)
+        raise QuantizationError('cannot fold batch norm %s: nothing reads '
+                                'its output' % bn_op.name)
 
 
 def FoldBatchNorms(graph, is_training, freeze_batch_norm_delay=None):  # pylint: disable=invalid-name
@@ -238,7 +241,7 @@ def FoldBatchNorms(graph, is_training, freeze_batch_norm_delay=None):  # pylint:
         the moving statistics and stops updating them.
 
     Raises:
-      ValueError: a batch norm cannot be folded.
+      QuantizationError: a batch norm cannot be folded.
     """
     for match in _find_fused_batch_norms(graph):
         if match.is_training != bool(is_training):

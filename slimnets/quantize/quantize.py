@@ -27,6 +27,7 @@ import logging
 
 import tensorflow.compat.v1 as tf
 
+from slimnets.errors import QuantizationError
 from slimnets.quantize import common
 from slimnets.quantize import graph_matcher
 from slimnets.quantize import quant_ops
@@ -239,8 +240,10 @@ class _Inserter(object):
             rewired = common.reroute_tensor(quant, inputs,
                                             can_modify=consumers)
             if rewired < len(consumers):
-                raise ValueError('could not quantize the input of: %s' % (
-                    ', '.join(c.name for c in consumers)))
+                raise QuantizationError(
+                    'could not rewire %s to read the quantized %s; rewrite '
+                    'the graph before adding ops that read it' % (
+                        ', '.join(c.name for c in consumers), inputs.name))
 
 
 def _parent(context):
@@ -328,7 +331,7 @@ def Quantize(graph,  # pylint: disable=invalid-name
       scope: only rewrite ops under this name scope.
 
     Raises:
-      ValueError: a tensor cannot be rewired.
+      QuantizationError: a tensor cannot be rewired.
     """
     if scope and not scope.endswith('/'):
         scope += '/'

@@ -38,20 +38,13 @@ def _create_graph(input_graph=None, is_training=True, weight_bits=8,
             'the graph is already quantized (it holds FakeQuant ops); '
             'rewrite a freshly built float graph')
     with input_graph.as_default():
-        try:
-            fold_batch_norms.FoldBatchNorms(
-                input_graph, is_training=is_training,
-                freeze_batch_norm_delay=freeze_bn_delay)
-            quantize.Quantize(input_graph, is_training,
-                              weight_bits=weight_bits,
-                              activation_bits=activation_bits,
-                              symmetric=symmetric, quant_delay=quant_delay,
-                              scope=scope)
-        except ValueError as error:
-            if isinstance(error, QuantizationError):
-                raise
-            raise QuantizationError('cannot rewrite the graph for '
-                                    'quantization: %s' % error) from None
+        fold_batch_norms.FoldBatchNorms(
+            input_graph, is_training=is_training,
+            freeze_batch_norm_delay=freeze_bn_delay)
+        quantize.Quantize(input_graph, is_training, weight_bits=weight_bits,
+                          activation_bits=activation_bits,
+                          symmetric=symmetric, quant_delay=quant_delay,
+                          scope=scope)
 
 
 def create_training_graph(input_graph=None, quant_delay=0):
