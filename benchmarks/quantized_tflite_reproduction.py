@@ -53,7 +53,7 @@ def measure(name, folder, random_count):
     start = time.time()
     prefix, identity, input_stats = quantized_tflite.tflite_to_checkpoint(
         google, os.path.join(folder, name, 'model.ckpt'))
-    size = int(_input_size(google))
+    size = quantized_tflite.tflite_input_size(google)
     batch = images(size, random_count)
     output = os.path.join(folder, name + '.tflite')
     report = quantized_tflite.export_tflite(output, prefix, image_size=size,
@@ -78,11 +78,6 @@ def measure(name, folder, random_count):
         'vs_eval_graph_top1': report.top1_agreement,
         'seconds': round(time.time() - start, 1),
     }
-
-
-def _input_size(path):
-    interpreter = quantized_tflite._quiet_interpreter(model_path=path)  # pylint: disable=protected-access
-    return interpreter.get_input_details()[0]['shape'][1]
 
 
 def main():

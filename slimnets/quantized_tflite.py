@@ -30,11 +30,13 @@ import tensorflow as tf2
 import tensorflow.compat.v1 as tf
 
 from slimnets import checkpoints
+from slimnets import export
 from slimnets import inference
 from slimnets import optimize
 from slimnets import quantize
 from slimnets.checkpoints import converters
 from slimnets.errors import QuantizationError
+from slimnets.quantize.common import FAKE_QUANT_TYPES
 
 _log = logging.getLogger(__name__)
 
@@ -65,8 +67,20 @@ def is_qat_checkpoint(checkpoint, cache_dir=None):
 
 def _quiet_interpreter(**kwargs):
     with warnings.catch_warnings():
+        # tf.lite.Interpreter announces its own move to ai_edge_litert.
         warnings.simplefilter('ignore', UserWarning)
         return tf2.lite.Interpreter(**kwargs)
+
+
+def _interpreter(model):
+    """An interpreter of .tflite bytes or a path."""
+    return _quiet_interpreter(**({'model_path': model} if isinstance(
+        model, str) else {'model_content': model}))
+
+
+def tflite_input_size(model):
+    """The input height (= width) of a TFLite classifier (bytes or path)."""
+    return int(_interpreter(model).get_input_details()[0]['shape'][1])
 
 
 # ------------------------------------------------------------------ export
@@ -172,9 +186,7 @@ def run_integer_tflite(model_content, images):
       (integer outputs [N, classes], their dequantized values,
        the input images as the model saw them (dequantized)).
     """
-    kwargs = {'model_path': model_content} if isinstance(
-        model_content, str) else {'model_content': model_content}
-    interpreter = _quiet_interpreter(**kwargs)
+    interpreter = _interpreter(model_content)
     interpreter.allocate_tensors()
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
@@ -198,12 +210,9 @@ def run_integer_tflite(model_content, images):
 def compare_with_graph(model_content, graph_def, images):
     """(max step difference, fraction within one step, top-1 agreement) of
     a TFLite model against a frozen float graph on `images`."""
-    raw, values, seen = run_integer_tflite(model_content, images)
-    del raw
-    interpreter = _quiet_interpreter(
-        **({'model_path': model_content} if isinstance(model_content, str)
-           else {'model_content': model_content}))
-    scale = interpreter.get_output_details()[0]['quantization'][0]
+    _, values, seen = run_integer_tflite(model_content, images)
+    scale = _interpreter(model_content).get_output_details()[0][
+        'quantization'][0]
     model = optimize.FrozenModel(graph_def)
     try:
         expected = np.concatenate([model.run(image[np.newaxis])
@@ -228,7 +237,7 @@ def export_tflite(output, checkpoint, model=None, image_size=None,
         (weight ranges then widened to be symmetric: zero point 0).
       input_stats: (mean, std) of the integer input; default (128, 128).
       probe: float images [N, size, size, 3] for the self-check (default:
-        `export.probe_batch`-like smooth pseudo-images).
+        `export.probe_batch`'s smooth pseudo-images).
 
     Returns:
       a `QuantizedExportReport`.
@@ -247,7 +256,7 @@ def export_tflite(output, checkpoint, model=None, image_size=None,
     with open(output, 'wb') as handle:
         handle.write(content)
     if probe is None:
-        probe = _probe_batch(spec.image_size)
+        probe = export.probe_batch(spec.image_size)
     max_steps, within, agreement = compare_with_graph(content, graph_def,
                                                       probe)
     interpreter = _quiet_interpreter(model_content=content)
@@ -260,15 +269,6 @@ def export_tflite(output, checkpoint, model=None, image_size=None,
               'fake-quant graph (max %.1f steps), top-1 agreement %.0f%%',
               output, 100 * within, max_steps, 100 * agreement)
     return report
-
-
-def _probe_batch(image_size, count=4, seed=0):
-    """Smooth deterministic pseudo-images [count, size, size, 3] in [-1, 1]."""
-    rng = np.random.RandomState(seed)
-    smooth = rng.uniform(-1, 1, [count, 8, 8, 3]).astype(np.float32)
-    with tf.Graph().as_default(), tf.Session() as sess:
-        return sess.run(tf.image.resize_bilinear(smooth,
-                                                 [image_size, image_size]))
 
 
 # -------------------------------------------------- TFLite -> checkpoint
@@ -334,7 +334,7 @@ def _activation_range(fake_quant, by_name, done):
             continue
         factor = _const_factor(consumer, fake_quant.outputs[0])
         following = [c for c in consumer.outputs[0].consumers()
-                     if c.type in quantize.common.FAKE_QUANT_TYPES]
+                     if c.type in FAKE_QUANT_TYPES]
         if factor and following and following[0] in done:
             low, high = done[following[0]]
             low, high = sorted((low / factor, high / factor))
@@ -365,7 +365,7 @@ def tflite_quantization_ranges(model_path, spec):
         inference.build_network(spec, images)
         quantize.create_eval_graph(graph)
         fake_quants = [op for op in graph.get_operations()
-                       if op.type in quantize.common.FAKE_QUANT_TYPES]
+                       if op.type in FAKE_QUANT_TYPES]
         done = {}
         missing = []
         # Twice: a range derived from a later one is found on the second
@@ -390,8 +390,12 @@ def tflite_quantization_ranges(model_path, spec):
                 values[tensor.op.inputs[0].op.name] = value
     if missing:
         raise QuantizationError(
-            '%d quantization ranges have no counterpart in %s (%s)' % (
-                len(missing), model_path, ', '.join(missing[:4])))
+            '%d quantization ranges of the %s eval graph have no '
+            'counterpart in %s (%s): its tensor names are not those of a '
+            'tf.contrib.quantize graph of this network; '
+            'slimnets.checkpoints.tflite_to_checkpoint recovers its float '
+            'weights alone' % (len(missing), spec.network, model_path,
+                               ', '.join(missing[:4])))
     return values, input_stats
 
 
@@ -413,8 +417,7 @@ def tflite_to_checkpoint(model_path, output_prefix, num_classes=None):
         reader = tf.train.load_checkpoint(float_prefix)
         values = {name: reader.get_tensor(name)
                   for name in reader.get_variable_to_shape_map()}
-        interpreter = _quiet_interpreter(model_path=model_path)
-        size = int(interpreter.get_input_details()[0]['shape'][1])
+        size = tflite_input_size(model_path)
         spec, _ = inference.model_spec(checkpoint=float_prefix,
                                        image_size=size)
     finally:

@@ -48,8 +48,7 @@ def test_google_quantized_file_is_reproduced(name, network, tmp_path):
     ranges = quantized_tflite.quantization_ranges(prefix)
     assert any(r.endswith('/act_quant/min') for r in ranges)
     assert any(r.endswith('/weights_quant/max') for r in ranges)
-    size = int(quantized_tflite._quiet_interpreter(  # pylint: disable=protected-access
-        model_path=google).get_input_details()[0]['shape'][1])
+    size = quantized_tflite.tflite_input_size(google)
     images = _shared_images(size)
     output = str(tmp_path / 'again.tflite')
     report = quantized_tflite.export_tflite(
