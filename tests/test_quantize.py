@@ -312,3 +312,69 @@ def test_atrous_depthwise_folds_and_quantizes(rate):
                                       sess)
                 outputs.append(sess.run(relu, {x: images}))
     assert np.max(np.abs(outputs[0] - outputs[1])) < 1e-4
+
+
+def _tiny_residual(is_training):
+    """net/a: conv+BN+Relu6; net/b: conv+BN, added to the input, Relu6."""
+    x = tf.placeholder(tf.float32, [2, 8, 8, 4])
+    with tf.variable_scope('net'), slim.arg_scope(
+            [slim.conv2d], normalizer_fn=slim.batch_norm,
+            normalizer_params={'is_training': is_training, 'scale': True},
+            activation_fn=tf.nn.relu6):
+        a = slim.conv2d(x, 4, [3, 3], scope='a')
+        b = slim.conv2d(a, 4, [1, 1], activation_fn=None, scope='b')
+        with tf.name_scope('net/'):
+            out = tf.nn.relu6(b + x, name='out')
+    return x, out
+
+
+def test_bypass_rules_scope_and_bit_widths():
+    with tf.Graph().as_default() as graph:
+        _tiny_residual(False)
+        quantize.experimental_create_eval_graph(graph, weight_bits=4,
+                                                activation_bits=6)
+        names = sorted(v.op.name for v in tf.global_variables()
+                       if '_quant/' in v.op.name)
+        bits = {op.name: op.get_attr('num_bits')
+                for op in graph.get_operations()
+                if op.type == 'FakeQuantWithMinMaxVars'}
+    # The add before a Relu6: its input quantized as the layer's
+    # conv_quant, its output after the Relu6 as the parent's act_quant.
+    assert names == sorted([
+        'net/a/weights_quant/min', 'net/a/weights_quant/max',
+        'net/a/act_quant/min', 'net/a/act_quant/max',
+        'net/b/weights_quant/min', 'net/b/weights_quant/max',
+        'net/b/conv_quant/min', 'net/b/conv_quant/max',
+        'net/act_quant/min', 'net/act_quant/max'])
+    assert {name: n for name, n in bits.items() if 'weights' in name} == {
+        'net/a/weights_quant/FakeQuantWithMinMaxVars': 4,
+        'net/b/weights_quant/FakeQuantWithMinMaxVars': 4}
+    assert set(n for name, n in bits.items() if 'weights' not in name) == {6}
+
+    with tf.Graph().as_default() as graph:
+        _tiny_residual(False)
+        quantize.experimental_create_eval_graph(graph, scope='net/a')
+        names = {v.op.name for v in tf.global_variables()
+                 if '_quant/' in v.op.name}
+    assert names == {'net/a/weights_quant/min', 'net/a/weights_quant/max',
+                     'net/a/act_quant/min', 'net/a/act_quant/max'}
+
+
+def test_symmetric_ranges():
+    with tf.Graph().as_default() as graph:
+        x, out = _tiny_residual(True)
+        quantize.experimental_create_training_graph(graph, symmetric=True)
+        by_name = {v.op.name: v for v in tf.global_variables()}
+        with tf.Session(config=_session_config()) as sess:
+            sess.run(tf.global_variables_initializer())
+            sess.run(out, {x: np.random.RandomState(0).normal(
+                0, 1, (2, 8, 8, 4))})
+            weights = sess.run([by_name['net/a/weights_quant/min'],
+                                by_name['net/a/weights_quant/max']])
+            activations = sess.run([by_name['net/a/act_quant/min'],
+                                    by_name['net/a/act_quant/max']])
+    # Weights (narrow range): exactly symmetric; activations: 128 levels
+    # below zero for 127 above.
+    assert weights[0] == -weights[1] and weights[1] > 0
+    assert activations[0] == pytest.approx(-activations[1] * 256 / 254,
+                                           rel=1e-5)
