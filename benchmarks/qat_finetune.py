@@ -21,6 +21,8 @@ import os
 import sys
 
 import numpy as np
+import tensorflow as tf2
+import tensorflow.compat.v1 as tf
 
 from slimnets import export
 from slimnets import inference
@@ -30,7 +32,6 @@ from slimnets import training
 
 def colour_classes(folder, per_class=24, size=96, seed=0):
     """Three classes of noisy single-colour PNGs (a smoke dataset)."""
-    import tensorflow as tf2  # pylint: disable=import-outside-toplevel
     rng = np.random.RandomState(seed)
     for name, colour in (('blue', (40, 60, 200)), ('green', (40, 180, 60)),
                          ('red', (200, 40, 40))):
@@ -49,7 +50,6 @@ def held_out(data, class_names, image_size, limit):
     """(images [N, s, s, 3] in [-1, 1], labels [N])."""
     examples = inference.evaluation_examples(data, len(class_names),
                                             class_names)[:limit]
-    import tensorflow.compat.v1 as tf  # pylint: disable=import-outside-toplevel
     with tf.Graph().as_default(), tf.Session() as sess:
         encoded = tf.placeholder(tf.string, [])
         image = inference.decode_and_preprocess(encoded, image_size)

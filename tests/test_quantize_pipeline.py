@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import tensorflow as tf2
 
-from slimnets import cli
 from slimnets import inference
 from slimnets import quantize
 from slimnets import quantized_tflite
@@ -32,17 +31,19 @@ def two_colours(tmp_path_factory):
     return str(root)
 
 
-def test_train_classify_and_export_quantized(two_colours, tmp_path, capsys):
+def test_train_classify_and_export_quantized(two_colours, tmp_path, cli,
+                                             one_line_error):
     source = reference.require(os.path.join(
         reference.PRETRAINED, 'mobilenet_v1', '0.25_128',
         'model.ckpt.index'))[:-len('.index')]
     train_dir = str(tmp_path / 'run')
     # train_image_classifier's spelling of the flag.
-    assert cli.main(['train', '--train-dir', train_dir, '--data', two_colours,
-                     '--checkpoint', source, '--quantize_delay', '0',
-                     '--max-steps', '2', '--batch-size', '4',
-                     '--image-size', '64', '--optimizer', 'sgd',
-                     '--learning-rate', '0.01', '--no-progress']) == 0
+    completed = cli('train', '--train-dir', train_dir, '--data', two_colours,
+                    '--checkpoint', source, '--quantize_delay', '0',
+                    '--max-steps', '2', '--batch-size', '4', '--image-size',
+                    '64', '--optimizer', 'sgd', '--learning-rate', '0.01',
+                    '--no-progress')
+    assert completed.returncode == 0, completed.stderr[-2000:]
     checkpoint = os.path.join(train_dir, 'model.ckpt-2')
     assert quantize.has_quantization_ranges(checkpoint)
     ranges = quantize.quantization_ranges(checkpoint)
@@ -60,10 +61,10 @@ def test_train_classify_and_export_quantized(two_colours, tmp_path, capsys):
     assert probabilities.shape == (1, 2)
 
     output = str(tmp_path / 'model.tflite')
-    capsys.readouterr()
-    assert cli.main(['export', '--format', 'tflite', '--checkpoint',
-                     checkpoint, '--output', output]) == 0
-    printed = capsys.readouterr().out
+    completed = cli('export', '--format', 'tflite', '--checkpoint',
+                    checkpoint, '--output', output)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    printed = completed.stdout
     assert 'integer TFLite, uint8' in printed
     # The self-check against the fake-quant eval graph (measured: 99.9% to
     # 100% of outputs within one step).
@@ -78,7 +79,6 @@ def test_train_classify_and_export_quantized(two_colours, tmp_path, capsys):
     # model names the fix.
     with inference.Classifier(source) as classifier:
         assert not classifier.quantized
-    assert cli.main(['export', '--format', 'tflite', '--checkpoint', source,
-                     '--output', str(tmp_path / 'x.tflite'),
-                     '--inference-type', 'int8']) == 1
-    assert '--quantize-delay' in capsys.readouterr().err
+    one_line_error(cli('export', '--format', 'tflite', '--checkpoint',
+                       source, '--output', str(tmp_path / 'x.tflite'),
+                       '--inference-type', 'int8'), '--quantize-delay')
