@@ -159,6 +159,37 @@ def test_training_graph_before_the_delay_is_the_float_one(
     assert np.max(np.abs(runs[2] - expected)) > 1e-3 * scale
 
 
+def test_training_graph_gradients_are_batch_norms(float_v1_checkpoint):
+    """Before the delay the folded layers train as batch norm does: the
+    same gradients (the batch statistics are differentiated through)."""
+    labels = np.arange(BATCH) % 7
+    gradients = []
+    for rewrite in (None, lambda g: quantize.create_training_graph(
+            g, quant_delay=10 ** 9)):
+        with tf.Graph().as_default() as graph:
+            x, logits = _build('mobilenet_v1', 64, True,
+                               {'depth_multiplier': 0.25,
+                                'dropout_keep_prob': 1.0})
+            float_variables = tf.global_variables()
+            if rewrite is not None:
+                rewrite(graph)
+            loss = tf.losses.sparse_softmax_cross_entropy(labels, logits)
+            wanted = [v for v in tf.trainable_variables() if v.op.name in (
+                'MobilenetV1/Conv2d_0/weights',
+                'MobilenetV1/Conv2d_6_depthwise/depthwise_weights',
+                'MobilenetV1/Conv2d_6_depthwise/BatchNorm/gamma')]
+            assert len(wanted) == 3
+            with tf.Session(config=_session_config()) as sess:
+                sess.run(tf.global_variables_initializer())
+                tf.train.Saver(float_variables).restore(sess,
+                                                        float_v1_checkpoint)
+                gradients.append(sess.run(tf.gradients(loss, wanted),
+                                          {x: _images(64)}))
+    for expected, actual in zip(*gradients):
+        scale = np.max(np.abs(expected))
+        assert np.max(np.abs(actual - expected)) < 1e-3 * scale
+
+
 def test_qat_steps_move_the_ranges_and_respect_freeze_bn_delay(
         float_v1_checkpoint):
     with tf.Graph().as_default() as graph:

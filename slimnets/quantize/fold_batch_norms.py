@@ -11,7 +11,8 @@ in the layer's name scope (names as tf.contrib.quantize chose them):
 
 and rewires the batch norm's consumers to `add_fold`.  In eval graphs mean
 and variance are the moving statistics.  In training graphs they are the
-batch statistics, and the weights are scaled by the moving ones instead,
+batch statistics (computed by differentiable ops, so that gradients are
+batch norm's), and the weights are scaled by the moving ones instead,
 with a correction after the convolution so the output still sees batch
 statistics (Jacob et al. 2018, section 3.2):
 
@@ -160,6 +161,11 @@ def _freeze_moving_average_updates(bn_op, use_moving, moving_mean,
 
 
 def _fold(graph, match, is_training, freeze_batch_norm_delay):
+    if match.bn_op.get_attr('data_format') not in (b'NHWC', 'NHWC'):
+        raise QuantizationError(
+            'cannot fold batch norm %s: its data format is %s; build the '
+            'network channels-last (NHWC) to quantize it' % (
+                match.bn_op.name, match.bn_op.get_attr('data_format')))
     scope = common.context_of(match.layer_op.name)
     prefix = scope + '/' if scope else ''
     bn_op = match.bn_op
@@ -173,13 +179,13 @@ def _fold(graph, match, is_training, freeze_batch_norm_delay):
                 moving_mean = tf.convert_to_tensor(moving_mean_var)
                 moving_variance = tf.convert_to_tensor(moving_variance_var)
             if is_training:
-                mean = bn_op.outputs[1]
-                # The kernel returns the unbiased (n / (n - 1)) variance;
-                # normalization used the biased one.
-                count = tf.cast(tf.size(bn_op.inputs[0]) /
-                                tf.size(mean), tf.float32)
-                variance = tf.multiply(bn_op.outputs[2], (count - 1) / count,
-                                       name='Undo_Bessel_Correction')
+                # The batch statistics the batch norm normalizes with
+                # (biased variance), as differentiable ops: the fused
+                # kernel's gradient ignores its mean and variance outputs,
+                # and without their Jacobian the folded layer's gradients
+                # are not batch norm's.
+                mean, variance = tf.nn.moments(bn_op.inputs[0], [0, 1, 2],
+                                               name='batch_moments')
             elif match.is_training:  # an eval fold of a training batch norm
                 mean, variance = moving_mean, moving_variance
             else:

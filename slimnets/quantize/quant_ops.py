@@ -11,6 +11,8 @@ contain 0.  In eval graphs the variables are only read.
 
 import tensorflow.compat.v1 as tf
 
+_MIN_WIDTH = 1e-6
+
 
 def _range_variable(name, shape, init, collection):
     collections = [tf.GraphKeys.GLOBAL_VARIABLES]
@@ -34,9 +36,14 @@ def _batch_range(inputs, per_channel, symmetric, num_bits, narrow_range):
         # min = -max * levels_below_zero / levels_above_zero
         ratio = -1.0 if narrow_range else \
             -((1 << num_bits) - 2) / float(1 << num_bits)
-        return (tf.minimum(batch_min, batch_max / ratio),
-                tf.maximum(batch_max, batch_min * ratio))
-    return tf.minimum(batch_min, 0.0), tf.maximum(batch_max, 0.0)
+        range_min = tf.minimum(batch_min, batch_max / ratio)
+        range_max = tf.maximum(batch_max, batch_min * ratio)
+    else:
+        range_min = tf.minimum(batch_min, 0.0)
+        range_max = tf.maximum(batch_max, 0.0)
+    # An all-zero batch (a dead layer) must not collapse the range to
+    # [0, 0]: the fake-quant kernel would divide by its zero width.
+    return range_min, tf.maximum(range_max, range_min + _MIN_WIDTH)
 
 
 def _assign_zero_debiased_average(variable, value, decay, name):
