@@ -42,7 +42,7 @@ def test_train_classify_and_export_quantized(two_colours, tmp_path, cli,
                     '--checkpoint', source, '--quantize_delay', '0',
                     '--max-steps', '2', '--batch-size', '4', '--image-size',
                     '64', '--optimizer', 'sgd', '--learning-rate', '0.01',
-                    '--no-progress')
+                    '--seed', '1', '--no-progress')
     assert completed.returncode == 0, completed.stderr[-2000:]
     checkpoint = os.path.join(train_dir, 'model.ckpt-2')
     assert quantize.has_quantization_ranges(checkpoint)
@@ -66,11 +66,15 @@ def test_train_classify_and_export_quantized(two_colours, tmp_path, cli,
     assert completed.returncode == 0, completed.stderr[-2000:]
     printed = completed.stdout
     assert 'integer TFLite, uint8' in printed
-    # The self-check against the fake-quant eval graph (measured: 99.9% to
-    # 100% of outputs within one step).
-    within = re.search(r'([\d.]+)% of outputs within one quantization step',
-                       printed)
-    assert within and float(within.group(1)) >= 90.0, printed
+    # The self-check against the fake-quant eval graph.  Two classes
+    # near 0.5 each: a logit off by one of its steps moves a probability by
+    # several output steps (measured: 2.9 to 6.1 steps; Google's 1001-class
+    # files: 99.9% within one step, test_quantize_tflite.py).
+    check = re.search(r'max ([\d.]+) steps\), same top-1 on ([\d.]+)%',
+                      printed)
+    assert check, printed
+    assert float(check.group(1)) <= 12 and float(check.group(2)) == 100, \
+        printed
     raw, _, _ = quantized_tflite.run_integer_tflite(
         output, np.zeros((1, 64, 64, 3), np.float32))
     assert raw.dtype == np.uint8 and raw.shape == (1, 2)
