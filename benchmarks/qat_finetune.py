@@ -71,7 +71,10 @@ def main():
     parser.add_argument('--steps', type=int, default=200)
     parser.add_argument('--quantize-delay', type=int, default=100)
     parser.add_argument('--batch-size', type=int, default=16)
-    parser.add_argument('--learning-rate', type=float, default=0.01)
+    parser.add_argument('--learning-rate', type=float, default=0.002)
+    parser.add_argument('--batch-norm-decay', type=float, default=0.9,
+                        help='how fast batch-norm statistics follow (short '
+                             'runs need them to follow)')
     parser.add_argument('--eval-images', type=int, default=500)
     parser.add_argument('--output-dir', default='qat_run')
     args = parser.parse_args()
@@ -83,7 +86,8 @@ def main():
         checkpoint=args.checkpoint, max_steps=args.steps,
         quantize_delay=args.quantize_delay, batch_size=args.batch_size,
         optimizer='sgd', learning_rate=args.learning_rate,
-        learning_rate_decay_type='fixed', progress=sys.stderr.isatty())
+        learning_rate_decay_type='fixed', batch_norm_decay=args.batch_norm_decay,
+        progress=sys.stderr.isatty())
     integer_path = os.path.join(args.output_dir, 'model_uint8.tflite')
     integer = quantized_tflite.export_tflite(integer_path, result.checkpoint)
     size = integer.spec.image_size
