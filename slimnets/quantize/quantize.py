@@ -19,8 +19,9 @@ checkpoints trained with contrib restore unchanged:
   `<op name>/activation_<type>_quant`: hard-swish, the squeeze-excite
   gate.
 
-Pools, reshapes and concatenations keep their input's range (the TFLite
-converter gives them the same scale).
+Pools and reshapes keep their input's range (the TFLite converter gives
+them the same scale); as in contrib, a concatenation gets no range of its
+own (none of the classification networks has one on its main path).
 """
 
 import logging
