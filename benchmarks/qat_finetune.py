@@ -68,10 +68,10 @@ def main():
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..',
         'shared', 'fixtures', 'pretrained', 'mobilenet_v1', '0.25_128',
         'model.ckpt'))
-    parser.add_argument('--steps', type=int, default=200)
-    parser.add_argument('--quantize-delay', type=int, default=100)
+    parser.add_argument('--steps', type=int, default=300)
+    parser.add_argument('--quantize-delay', type=int, default=150)
     parser.add_argument('--batch-size', type=int, default=16)
-    parser.add_argument('--learning-rate', type=float, default=0.002)
+    parser.add_argument('--learning-rate', type=float, default=0.01)
     parser.add_argument('--batch-norm-decay', type=float, default=0.9,
                         help='how fast batch-norm statistics follow (short '
                              'runs need them to follow)')
