@@ -185,9 +185,17 @@ def test_training_graph_gradients_are_batch_norms(float_v1_checkpoint):
                                                         float_v1_checkpoint)
                 gradients.append(sess.run(tf.gradients(loss, wanted),
                                           {x: _images(64)}))
+    # Batch-norm gradients over 4 images are ill-conditioned: the float
+    # graph fed the same batch reordered moves them by up to 5% (max abs,
+    # relative), at cosine 0.9994 and norm within 0.7%; here the rewrite
+    # measured cosines 0.998 and norms within 1%.  Dropping the statistics'
+    # Jacobian gave cosines of 0.1 to 0.5 and norms 2 to 15x.
     for expected, actual in zip(*gradients):
-        scale = np.max(np.abs(expected))
-        assert np.max(np.abs(actual - expected)) < 1e-3 * scale
+        cosine = np.sum(expected * actual) / (np.linalg.norm(expected) *
+                                              np.linalg.norm(actual))
+        assert cosine > 0.99
+        assert abs(np.linalg.norm(actual) / np.linalg.norm(expected) - 1) \
+            < 0.05
 
 
 def test_qat_steps_move_the_ranges_and_respect_freeze_bn_delay(
