@@ -239,10 +239,11 @@ def test_qat_steps_move_the_ranges_and_respect_freeze_bn_delay(
 
 # v1 trains and evaluates in the tests above and in
 # test_quantize_pipeline.py, v2 in test_quantize_tflite.py (QAT steps, then
-# the eval graph exported), v3-small's eval graph reproduces Google's file
-# there (its blocks train here in v3-large).
+# the eval graph exported); every v3 variant and EdgeTPU here.
 NETWORKS = [
     ('mobilenet_v3_large', {'depth_multiplier': 0.35}),
+    ('mobilenet_v3_small', {'depth_multiplier': 0.35}),
+    ('mobilenet_v3_large_minimalistic', {'depth_multiplier': 0.35}),
     ('mobilenet_v3_small_minimalistic', {'depth_multiplier': 0.35}),
     ('mobilenet_edgetpu', {'depth_multiplier': 0.35}),
 ]
