@@ -261,6 +261,24 @@ def _table(results):
     return '\n'.join(lines)
 
 
+def measure_each(script, args):
+    """Runs `script --worker NAME` for each of `args.networks` in a fresh
+    process (so each network's memory and threads are its own); returns
+    the JSON each worker printed last."""
+    measured = []
+    for name in args.networks:
+        print('measuring %s ...' % name, file=sys.stderr)
+        completed = subprocess.run(
+            [sys.executable, script, '--worker', name, '--runs',
+             str(args.runs), '--batch-iterations', str(args.batch_iterations)],
+            capture_output=True, text=True, check=False)
+        if completed.returncode:
+            sys.exit('measuring %s failed:\n%s' % (name,
+                                                   completed.stderr[-3000:]))
+        measured.append(json.loads(completed.stdout.strip().splitlines()[-1]))
+    return measured
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--runs', type=int, default=12,
@@ -281,18 +299,7 @@ def main():
     results = {'tensorflow': tf.__version__, 'cpu_count': os.cpu_count(),
                'runs': args.runs, 'matmul_gflops': matmul_gflops(),
                'networks': []}
-    for name in args.networks:
-        print('measuring %s ...' % name, file=sys.stderr)
-        completed = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), '--worker', name,
-             '--runs', str(args.runs), '--batch-iterations',
-             str(args.batch_iterations)],
-            capture_output=True, text=True, check=False)
-        if completed.returncode:
-            sys.exit('measuring %s failed:\n%s' % (name,
-                                                   completed.stderr[-3000:]))
-        results['networks'].append(json.loads(
-            completed.stdout.strip().splitlines()[-1]))
+    results['networks'] = measure_each(os.path.abspath(__file__), args)
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, 'results.json'), 'w') as handle:
         json.dump(results, handle, indent=1)

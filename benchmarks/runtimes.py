@@ -23,7 +23,6 @@ in its own process.  Run:  .venv/bin/python benchmarks/runtimes.py
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -188,18 +187,7 @@ def main():
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     results = {'tensorflow': tf.__version__, 'cpu_count': os.cpu_count(),
                'runs': args.runs, 'networks': []}
-    for name in args.networks:
-        print('measuring %s ...' % name, file=sys.stderr)
-        completed = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), '--worker', name,
-             '--runs', str(args.runs), '--batch-iterations',
-             str(args.batch_iterations)],
-            capture_output=True, text=True, check=False)
-        if completed.returncode:
-            sys.exit('measuring %s failed:\n%s' % (name,
-                                                   completed.stderr[-3000:]))
-        results['networks'].append(json.loads(
-            completed.stdout.strip().splitlines()[-1]))
+    results['networks'] = bench.measure_each(os.path.abspath(__file__), args)
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, 'runtimes.json'), 'w') as handle:
         json.dump(results, handle, indent=1)
