@@ -132,12 +132,21 @@ def atomic_file(path, mode='wb'):
                              getattr(os, 'O_NOFOLLOW', 0), 0o666)
     except OSError as error:
         raise _output_error(path, error) from None
-    try:
+    with _removed_on_failure(temporary, path):
         with os.fdopen(descriptor, mode) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    _fsync_folder(os.path.dirname(path))
+
+
+@contextlib.contextmanager
+def _removed_on_failure(temporary, path):
+    """On any exception in the block, removes `temporary`; an OSError
+    becomes the one-line OutputError about `path`."""
+    try:
+        yield
     except OSError as error:
         _remove(temporary)
         if isinstance(error, OutputError):
@@ -146,7 +155,6 @@ def atomic_file(path, mode='wb'):
     except BaseException:
         _remove(temporary)
         raise
-    _fsync_folder(os.path.dirname(path))
 
 
 def _output_error(path, error):
@@ -189,7 +197,7 @@ def atomic_folder(path, create=True):
             os.mkdir(temporary)
         except OSError as error:
             raise _output_error(path, error) from None
-    try:
+    with _removed_on_failure(temporary, path):
         yield temporary
         old = None
         if os.path.isdir(path):
@@ -201,14 +209,6 @@ def atomic_folder(path, create=True):
             if old:
                 os.rename(old, path)
             raise
-    except OSError as error:
-        _remove(temporary)
-        if isinstance(error, OutputError):
-            raise
-        raise _output_error(path, error) from None
-    except BaseException:
-        _remove(temporary)
-        raise
     _fsync_folder(folder)
     if old:
         _remove(old)

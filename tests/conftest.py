@@ -14,6 +14,7 @@
 import collections
 import contextlib
 import io
+import os
 import subprocess
 import sys
 
@@ -21,6 +22,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from slimnets import nets_factory
+from slimnets.images import read_image_file
 
 import reference
 
@@ -87,6 +89,18 @@ def reference_dir():
 @pytest.fixture(scope='session')
 def pretrained_dir():
     return reference.require(reference.PRETRAINED)
+
+
+@pytest.fixture(scope='session')
+def pretrained_v2(pretrained_dir):
+    """Google's MobileNet v2 1.0_224 (recovered checkpoint prefix) and the
+    three shared images, encoded: (prefix, [bytes] * 3)."""
+
+    prefix = os.path.join(pretrained_dir, 'mobilenet_v2', '1.0_224',
+                          'model.ckpt')
+    reference.require(prefix + '.index')
+    return prefix, [read_image_file(os.path.join(pretrained_dir, name))
+                    for name in ('cat.bmp', 'grace_hopper.bmp', 'bird.bmp')]
 
 
 @pytest.fixture(scope='session')

@@ -26,7 +26,6 @@ from slimnets import inference
 from slimnets import optimize
 from slimnets import runtimes
 
-import reference
 import small_models
 
 AGREEMENT = runtimes.AGREEMENT
@@ -207,16 +206,12 @@ def test_cli_export_onnx_states_opset_and_difference(model, tmp_path, cli):
     assert float(line.split('= ')[1].split(',')[0]) < AGREEMENT
 
 
-def test_pretrained_v2_onnx_and_keras_reproduce_tensorflow(tmp_path):
+def test_pretrained_v2_onnx_and_keras_reproduce_tensorflow(tmp_path,
+                                                          pretrained_v2):
     """The issue's check: the ONNX and Keras exports of v2 1.0_224 give
     TensorFlow's probabilities on the shared images."""
     require_extra('onnxruntime', 'onnx')
-    prefix = reference.require(os.path.join(
-        reference.PRETRAINED, 'mobilenet_v2', '1.0_224', 'model.ckpt.index')
-    )[:-len('.index')]
-    encoded = [inference.read_image_file(reference.require(os.path.join(
-        reference.PRETRAINED, name)))
-        for name in ('cat.bmp', 'grace_hopper.bmp', 'bird.bmp')]
+    prefix, encoded = pretrained_v2
     with inference.Classifier(prefix, runtime='tensorflow') as classifier:
         expected = classifier.predict(encoded)
         images = classifier.session.run(classifier.images,

@@ -10,7 +10,6 @@ with bf16 it is 1.7e-4 off, which is why it is compiled in f32).  v2 1.0_224
 pretrained: TFLite 4.0e-6, ONNX Runtime 1.8e-6, OpenVINO 0.
 """
 
-import os
 
 import numpy as np
 import pytest
@@ -21,7 +20,6 @@ from slimnets import optimize
 from slimnets import runtimes
 from slimnets import tflog
 
-import reference
 import small_models
 
 EXTRA = {'onnxruntime': 'onnx', 'openvino': 'openvino'}
@@ -203,15 +201,11 @@ def test_classifier_matches_the_unfolded_network(model, encoded,
         unfolded.close()
 
 
-def test_pretrained_v2_every_runtime_agrees_with_tensorflow(tmp_path):
+def test_pretrained_v2_every_runtime_agrees_with_tensorflow(tmp_path,
+                                                            pretrained_v2):
     """The issue's check: v2 1.0_224 on the shared images, each runtime
     through the Classifier, against TensorFlow to 1e-4, same top-1."""
-    prefix = reference.require(os.path.join(
-        reference.PRETRAINED, 'mobilenet_v2', '1.0_224', 'model.ckpt.index')
-    )[:-len('.index')]
-    encoded = [inference.read_image_file(reference.require(os.path.join(
-        reference.PRETRAINED, name)))
-        for name in ('cat.bmp', 'grace_hopper.bmp', 'bird.bmp')]
+    prefix, encoded = pretrained_v2
     with inference.Classifier(prefix, runtime='tensorflow') as classifier:
         expected = classifier.predict(encoded)
         assert list(expected.argmax(1)) == [286, 653, 20]  # ../shared/README
