@@ -263,6 +263,20 @@ def freeze_session(sess, output_names=OUTPUT_NAMES):
             sess, sess.graph.as_graph_def(), list(output_names))
 
 
+def build_inference_network(spec, batch_size=None, is_training=False):
+    """Builds `spec` in the default graph in the inference GraphDef's form
+    (unfrozen: research/slim export_inference_graph's graph): a placeholder
+    'input' [batch_size, size, size, 3] in [-1, 1], the network, and
+    'logits' and 'probabilities' [batch_size, num_classes]."""
+    images = tf.placeholder(
+        tf.float32, [batch_size, spec.image_size, spec.image_size, 3],
+        name=INPUT_NAME)
+    logits, _ = nets_factory.build_network(spec, images,
+                                           is_training=is_training)
+    tf.identity(logits, name='logits')
+    tf.nn.softmax(logits, name='probabilities')
+
+
 def frozen_inference_graph(spec, checkpoint, batch_size=None,
                            moving_average='auto', fold=True):
     """Builds `spec`, restores `checkpoint`, returns the inference GraphDef.
@@ -275,12 +289,7 @@ def frozen_inference_graph(spec, checkpoint, batch_size=None,
     """
     graph = tf.Graph()
     with graph.as_default():
-        images = tf.placeholder(
-            tf.float32, [batch_size, spec.image_size, spec.image_size, 3],
-            name=INPUT_NAME)
-        logits, _ = nets_factory.build_network(spec, images)
-        tf.identity(logits, name='logits')
-        tf.nn.softmax(logits, name='probabilities')
+        build_inference_network(spec, batch_size)
         with tf.Session(graph=graph) as sess:
             checkpoints.restore(sess, checkpoint, moving_average=moving_average)
             frozen = freeze_session(sess)

@@ -129,7 +129,8 @@ def _logits_scope(network_scope_name):
 def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
           checkpoint_exclude_scopes=None, trainable_scopes=None,
           moving_average='auto', progress=True, cache_dir=None, split=None,
-          num_clones=1, clone_on_cpu=False, **options):
+          num_clones=1, clone_on_cpu=False, ignore_missing_vars=False,
+          **options):
     """Fine-tunes (or trains) a MobileNet; resumes if `train_dir` has a run.
 
     Args:
@@ -148,6 +149,8 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
       num_clones, clone_on_cpu: research/slim model_deploy clones (one
         batch of `batch_size` each, on GPU i or all on the CPU; gradients
         summed, so N clones of batch B step as one of batch N x B).
+      ignore_missing_vars: variables the checkpoint lacks keep their
+        initial values (research/slim's flag) instead of failing.
       **options: TrainConfig fields (batch_size, max_steps, optimizer, ...).
 
     Returns:
@@ -243,7 +246,8 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
             elif prefix:
                 checkpoints.restore(sess, prefix, var_list=model_variables,
                                     moving_average=moving_average,
-                                    exclude=checkpoint_exclude_scopes)
+                                    exclude=checkpoint_exclude_scopes,
+                                    allow_missing=ignore_missing_vars)
             first_step = int(sess.run(global_step))
             losses = _run_steps(sess, saver, train_dir, train_op, total_loss,
                                 first_step, config, progress)

@@ -1,0 +1,212 @@
+"""research/slim's scripts with their own flags, over slimnets' code.
+
+`python -m slimnets.legacy.train_image_classifier`, `...eval_image_classifier`
+and `...export_inference_graph` (and the console scripts of those names)
+take the reference scripts' flags as they are, so a shell script written
+for research/slim runs by changing only the program name.  Each script is a
+thin translation onto `slimnets.training.train`, `slimnets.evaluation.evaluate`
+and the inference graph of `slimnets.optimize`; nothing is implemented twice.
+
+Flags are parsed the way absl parses them: `--flag=value`, `--flag value`,
+`-flag=value`, and for booleans `--flag`, `--noflag` and `--flag=false`.
+The reference's multi-process flags (`--master`, `--task`,
+`--num_ps_tasks`, `--worker_replicas`, `--sync_replicas`,
+`--replicas_to_aggregate`) are accepted at their single-process values; any
+other value is refused with one line, as distributed training through these
+scripts is not supported yet.  Flags with no slimnets counterpart are
+refused when set away from their default, never silently ignored, except
+the tuning knobs tf.data and the step-based checkpointing make moot
+(`--num_readers`, `--num_preprocessing_threads`, `--save_interval_secs`,
+`--save_summaries_secs`), which are accepted and logged.
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+import tensorflow.compat.v1 as tf
+
+from slimnets import cli
+from slimnets import tflog
+from slimnets.errors import SlimnetsError
+from slimnets.errors import UsageError
+
+_log = logging.getLogger(__name__)
+
+# research/slim's datasets/dataset_factory: the class count of each dataset
+# (ImageNet's includes the background class 0).  The TFRecord layouts are
+# read by `slimnets.datasets` whatever the name.
+DATASET_CLASSES = {'imagenet': 1001, 'flowers': 5, 'cifar10': 10,
+                   'mnist': 10}
+
+_TRUE = ('true', 't', '1', 'yes', 'y')
+_FALSE = ('false', 'f', '0', 'no', 'n')
+
+
+def parse_bool(text):
+    """absl's boolean values: true/false, t/f, 1/0 (any case)."""
+    lowered = str(text).lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(text)
+
+
+parse_bool.__name__ = 'boolean'  # argparse names the type in its message
+
+
+def optional(kind):
+    """A value that may be given as 'None' (absl prints unset flags so)."""
+    def convert(text):
+        return None if text in ('None', '') else kind(text)
+    convert.__name__ = kind.__name__
+    return convert
+
+
+class Parser(cli.ArgumentParser):
+    """argparse with absl's spellings (`--noflag`, `-flag=value`) and
+    slimnets' one-line usage errors (exit status 2).  absl's logging
+    flags, common in the reference's documented lines, are accepted (the
+    log goes to stderr in any case)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault('allow_abbrev', False)  # absl takes whole names
+        super().__init__(**kwargs)
+        for name in ('alsologtostderr', 'logtostderr'):
+            self.add_bool(name, False, 'accepted (absl logging; the log '
+                          'goes to stderr)')
+
+    def error(self, message):
+        self.exit(2, 'slimnets %s: error: %s (see %s --help)\n' % (
+            self.prog, message, self.prog))
+
+    def add_bool(self, name, default, help_text):
+        """`--name`, `--name=true|false` and `--noname`."""
+        self.add_argument('--' + name, nargs='?', const=True, default=default,
+                          type=parse_bool, metavar='BOOL', help=help_text)
+        self.add_argument('--no' + name, dest=name, action='store_false',
+                          help=argparse.SUPPRESS)
+
+    def parse_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        # absl takes one dash as well as two.
+        args = ['-' + a if a.startswith('-') and not a.startswith('--') and
+                len(a) > 2 else a for a in args]
+        return super().parse_args(args, namespace)
+
+
+def add_cluster_flags(parser, worker_flags=True):
+    """The reference's multi-process flags, accepted at single-process
+    values only (see `check_single_process`)."""
+    parser.add_argument('--master', default='',
+                        help='must be empty: distributed runs are not '
+                             'supported by these scripts yet')
+    if worker_flags:
+        parser.add_argument('--task', type=int, default=0,
+                            help='must be 0 (single process)')
+        parser.add_argument('--num_ps_tasks', type=int, default=0,
+                            help='must be 0 (single process)')
+        parser.add_argument('--worker_replicas', type=int, default=1,
+                            help='must be 1 (single process)')
+        parser.add_bool('sync_replicas', False,
+                        'must be false (single process)')
+        parser.add_argument('--replicas_to_aggregate', type=int, default=1,
+                            help='must be 1 (single process)')
+
+
+_SINGLE_PROCESS = (('master', ''), ('task', 0), ('num_ps_tasks', 0),
+                   ('worker_replicas', 1), ('sync_replicas', False),
+                   ('replicas_to_aggregate', 1))
+
+
+def check_single_process(args):
+    """Refuses cluster values: distributed training is not supported by
+    the legacy scripts yet.
+
+    Raises:
+      UsageError: naming the flags set.
+    """
+    given = ['--%s=%s' % (name, getattr(args, name))
+             for name, single in _SINGLE_PROCESS
+             if hasattr(args, name) and getattr(args, name) != single]
+    if given:
+        raise UsageError(
+            'distributed training is not yet supported by the legacy '
+            'scripts (%s); run one process without these flags, or use '
+            '--num_clones N for several devices of one machine'
+            % ', '.join(given))
+
+
+def refuse_unless_default(args, defaults, why='has no slimnets counterpart'):
+    """Refuses flags set away from their defaults ({name: default})."""
+    given = ['--%s=%s' % (name, getattr(args, name))
+             for name, default in defaults.items()
+             if getattr(args, name) != default]
+    if given:
+        raise UsageError('%s %s yet; leave %s at the reference default' % (
+            ', '.join(given), 'is not supported' if len(given) == 1
+            else 'are not supported', 'it' if len(given) == 1 else 'them'))
+
+
+def note_moot(args, names):
+    """Logs flags accepted for compatibility that change nothing here."""
+    for name in names:
+        _log.debug('--%s=%s accepted; tf.data and step-based checkpoints '
+                   'make it moot', name, getattr(args, name))
+
+
+def check_preprocessing(name):
+    """Every MobileNet uses Inception preprocessing in the reference's
+    preprocessing_factory; other families' names are refused."""
+    if name is not None and not name.startswith(('inception', 'mobilenet')):
+        raise UsageError('--preprocessing_name=%s is not supported: every '
+                         'MobileNet uses Inception preprocessing (leave it '
+                         'unset)' % name)
+
+
+def dataset_classes(name):
+    """The class count of a research/slim dataset name.
+
+    Raises:
+      UsageError: an unknown dataset name.
+    """
+    if name not in DATASET_CLASSES:
+        raise UsageError('unknown --dataset_name %r; choose from %s' % (
+            name, ', '.join(sorted(DATASET_CLASSES))))
+    return DATASET_CLASSES[name]
+
+
+def checkpoint_prefix(path):
+    """research/slim's checkpoint_path: a prefix, or a folder whose latest
+    checkpoint is used.
+
+    Raises:
+      UsageError: a folder with no checkpoint.
+    """
+    if path and os.path.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        if latest is None:
+            raise UsageError('no checkpoint in %s (give --checkpoint_path a '
+                             'checkpoint prefix or a folder holding one)'
+                             % path)
+        return latest
+    return path
+
+
+def run(program, parser, body, argv=None):
+    """Parses `argv`, runs `body(args)`; returns the exit status (0, 1 for
+    a failure, 2 for a usage error), printing a failure on one line."""
+    args = parser.parse_args(argv)
+    cli._show_library_log(False)  # pylint: disable=protected-access
+    try:
+        with tflog.filtered_stderr(tflog.level_from_environment(
+                verbose=False)):
+            body(args)
+    except (SlimnetsError, KeyboardInterrupt) as error:
+        print('slimnets %s: error: %s' % (
+            program, cli._one_line(error)),  # pylint: disable=protected-access
+            file=sys.stderr)
+        return 2 if isinstance(error, UsageError) else 1
+    return 0
