@@ -17,6 +17,7 @@ import tensorflow.compat.v1 as tf
 from google.protobuf import text_format
 
 from slimnets import dataset_build
+from slimnets import nets_factory
 from slimnets import optimize
 from slimnets.legacy import eval_image_classifier
 from slimnets.legacy import export_inference_graph
@@ -261,3 +262,65 @@ def test_absl_spellings_translate_onto_train(trained, tmp_path):
                 'inception_v3', train_image_classifier.UNTIL_INTERRUPTED)
     with pytest.raises(SystemExit):  # absl takes no abbreviations
         parser.parse_args(['--learning=0.1'])
+
+
+@pytest.mark.parametrize('flags, classes', [
+    (['--dataset_name=cifar10'], 10), (['--dataset_name=mnist'], 10),
+    (['--labels_offset=1'], 1000)])
+def test_export_class_count_is_the_datasets(flags, classes, tmp_path):
+    """research/slim's dataset_factory counts, less --labels_offset."""
+    args = export_inference_graph.build_parser().parse_args(
+        ['--model_name=mobilenet_v1_025', '--image_size=32',
+         '--output_file=%s' % (tmp_path / 'g.pb')] + flags)
+    nodes = {n.name: n for n in
+             export_inference_graph.inference_graph_def(args).node}
+    shape = nodes['MobilenetV1/Logits/Conv2d_1c_1x1/weights'].attr['shape']
+    assert shape.shape.dim[3].size == classes
+
+
+def test_export_quantize_rewrites_for_quantized_evaluation(tmp_path):
+    """--quantize: tf.contrib.quantize.create_eval_graph's fake-quant ops."""
+    args = export_inference_graph.build_parser().parse_args(
+        ['--model_name=mobilenet_v1_025', '--image_size=32', '--quantize',
+         '--output_file=%s' % (tmp_path / 'g.pb')])
+    ops = [n.op for n in export_inference_graph.inference_graph_def(args).node]
+    assert 'FakeQuantWithMinMaxVars' in ops
+    args.quantize = False
+    ops = [n.op for n in export_inference_graph.inference_graph_def(args).node]
+    assert 'FakeQuantWithMinMaxVars' not in ops
+
+
+@pytest.mark.parametrize('flag, training', [('--is_training', True),
+                                            ('--is_training=false', False)])
+def test_export_is_training_sets_batch_norm_mode(flag, training, tmp_path):
+    args = export_inference_graph.build_parser().parse_args(
+        ['--model_name=mobilenet_v1_025', '--image_size=32', flag,
+         '--output_file=%s' % (tmp_path / 'g.pb')])
+    modes = {n.attr['is_training'].b for n in
+             export_inference_graph.inference_graph_def(args).node
+             if n.op.startswith('FusedBatchNorm')}
+    assert modes == {training}
+
+
+def test_ignore_missing_vars(flowers_dir, tmp_path, one_line_error):
+    """A checkpoint lacking a variable fails on one line, and trains with
+    --ignore_missing_vars."""
+    prefix = str(tmp_path / 'partial' / 'model.ckpt')
+    with tf.Graph().as_default():
+        nets_factory.get_network_fn('mobilenet_v1', 5)(
+            tf.placeholder(tf.float32, [1, 32, 32, 3]), depth_multiplier=0.25)
+        kept = [v for v in tf.global_variables()
+                if not v.op.name.startswith('MobilenetV1/Conv2d_13_pointwise')]
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver(kept).save(sess, prefix, write_meta_graph=False)
+    line = ['--dataset_name=flowers', '--dataset_dir=%s' % flowers_dir,
+            '--model_name=mobilenet_v1_025', '--checkpoint_path=%s' % prefix,
+            '--max_number_of_steps=1', '--batch_size=2',
+            '--train_image_size=32']
+    failed = run_script(train_image_classifier,
+                        '--train_dir=%s' % (tmp_path / 'a'), *line)
+    one_line_error(failed, 'Conv2d_13_pointwise')
+    completed = run_script(train_image_classifier, '--ignore_missing_vars',
+                           '--train_dir=%s' % (tmp_path / 'b'), *line)
+    assert completed.returncode == 0, completed.stderr[-3000:]
