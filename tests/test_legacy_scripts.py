@@ -243,14 +243,16 @@ def test_absl_spellings_translate_onto_train(trained, tmp_path):
         '--checkpoint_path', str(train_dir), '--noclone_on_cpu',
         '--ignore_missing_vars', '--sync_replicas=false', '--num_clones=2',
         '--quantize_delay=5', '--optimizer', 'momentum',
+        '--end_learning_rate', '-0.5',
         '--moving_average_decay=None'])
     options = train_image_classifier.translate(args)
     assert options['checkpoint'] == tf.train.latest_checkpoint(str(train_dir))
     assert options['train_dir'] == str(tmp_path)
     assert (options['clone_on_cpu'], options['ignore_missing_vars'],
             options['num_clones'], options['quantize_delay'],
-            options['optimizer'], options['moving_average_decay']) == (
-                False, True, 2, 5, 'momentum', None)
+            options['optimizer'], options['moving_average_decay'],
+            options['end_learning_rate']) == (
+                False, True, 2, 5, 'momentum', None, -0.5)
     defaults = train_image_classifier.translate(parser.parse_args([
         '--dataset_dir=%s' % tmp_path]))
     # research/slim's defaults (../shared/CONTRACT.md).

@@ -91,9 +91,9 @@ class Parser(cli.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         args = sys.argv[1:] if args is None else list(args)
-        # absl takes one dash as well as two.
-        args = ['-' + a if a.startswith('-') and not a.startswith('--') and
-                len(a) > 2 else a for a in args]
+        # absl takes one dash as well as two ('-flag=value'; not '-0.5').
+        args = ['-' + a if len(a) > 2 and a[0] == '-' and a[1].isalpha()
+                else a for a in args]
         return super().parse_args(args, namespace)
 
 
@@ -139,7 +139,7 @@ def check_single_process(args):
             % ', '.join(given))
 
 
-def refuse_unless_default(args, defaults, why='has no slimnets counterpart'):
+def refuse_unless_default(args, defaults):
     """Refuses flags set away from their defaults ({name: default})."""
     given = ['--%s=%s' % (name, getattr(args, name))
              for name, default in defaults.items()

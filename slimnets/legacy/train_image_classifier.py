@@ -14,6 +14,7 @@ does; checkpoints are written every 100 steps and at the end (the
 `--save_*_secs` flags are accepted and moot).
 """
 
+import logging
 import sys
 
 from slimnets import legacy
@@ -22,6 +23,8 @@ from slimnets.errors import UsageError
 from slimnets.train_config import DECAY_TYPES
 from slimnets.train_config import DEFAULTS
 from slimnets.train_config import OPTIMIZERS
+
+_log = logging.getLogger(__name__)
 
 PROGRAM = 'train_image_classifier'
 UNTIL_INTERRUPTED = sys.maxsize  # max_number_of_steps unset
@@ -147,6 +150,9 @@ def translate(args):
     options['image_size'] = args.train_image_size
     options['max_steps'] = (UNTIL_INTERRUPTED if args.max_number_of_steps
                             is None else args.max_number_of_steps)
+    if args.max_number_of_steps is None:
+        _log.info('no --max_number_of_steps: training until interrupted '
+                  '(Ctrl-C; a checkpoint is written every 100 steps)')
     options['quantize_delay'] = (args.quantize_delay
                                  if args.quantize_delay >= 0 else None)
     return dict(
