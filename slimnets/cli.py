@@ -745,7 +745,7 @@ class _StderrHandler(logging.Handler):
             self.handleError(record)
 
 
-def _show_library_log(verbose):
+def show_library_log(verbose):
     """What slimnets logs (where a checkpoint was stored, a source falling
     back, resumed training) reaches the user as plain lines; more with
     --verbose."""
@@ -765,7 +765,7 @@ def main(argv=None):
     dropped unless --verbose or TF_CPP_MIN_LOG_LEVEL asks for them.
     """
     args = build_parser().parse_args(argv)
-    _show_library_log(args.verbose)
+    show_library_log(args.verbose)
     level = tflog.level_from_environment(verbose=args.verbose)
     try:
         with tflog.filtered_stderr(level):
@@ -773,13 +773,13 @@ def main(argv=None):
     except (SlimnetsError, KeyboardInterrupt) as error:
         if args.debug:
             raise
-        print('slimnets %s: error: %s' % (args.command, _one_line(error)),
+        print('slimnets %s: error: %s' % (args.command, one_line(error)),
               file=sys.stderr)
         return 1
     return 0
 
 
-def _one_line(error):
+def one_line(error):
     """A failure's message on one bounded line."""
     if isinstance(error, KeyboardInterrupt):
         return 'interrupted (Ctrl-C); nothing half-written was kept'

@@ -199,14 +199,14 @@ def run(program, parser, body, argv=None):
     """Parses `argv`, runs `body(args)`; returns the exit status (0, 1 for
     a failure, 2 for a usage error), printing a failure on one line."""
     args = parser.parse_args(argv)
-    cli._show_library_log(False)  # pylint: disable=protected-access
+    cli.show_library_log(False)
     try:
         with tflog.filtered_stderr(tflog.level_from_environment(
                 verbose=False)):
             body(args)
     except (SlimnetsError, KeyboardInterrupt) as error:
         print('slimnets %s: error: %s' % (
-            program, cli._one_line(error)),  # pylint: disable=protected-access
+            program, cli.one_line(error)),
             file=sys.stderr)
         return 2 if isinstance(error, UsageError) else 1
     return 0
