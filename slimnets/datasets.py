@@ -463,7 +463,7 @@ def _message(error):
                                        str(error)).splitlines()]
     lines = [line for line in lines if line and not line.startswith(
         ('[[', 'Graph execution error', 'Detected at node', 'Original stack',
-         'File '))]
+         'File ', 'Node:'))]
     return lines[0] if lines else type(error).__name__
 
 

@@ -2,8 +2,9 @@
 
 Each reader is fed at least 200 truncated and bit-flipped copies of a good
 file that the test makes: a TFLite model (exported by slimnets from a small
-MobileNet v1), a checkpoint index, the catalogue JSON and a checkpoint
-archive.  A copy may still be readable (a flipped bit inside a weight is a
+MobileNet v1), a checkpoint index, the catalogue JSON, a checkpoint
+archive and a slim TFRecord file of tiny PNGs (read by evaluation's
+streaming tf.data reader).  A copy may still be readable (a flipped bit inside a weight is a
 valid file); what must never happen is another exception, a signal (a
 segmentation fault) or a hang.  The loop runs in a child process, so a
 crash fails the test instead of killing pytest; the child prints one line
@@ -18,7 +19,9 @@ import subprocess
 import sys
 import tarfile
 
+import numpy as np
 import pytest
+import tensorflow.compat.v1 as tf
 
 from slimnets import export
 from slimnets.checkpoints import registry
@@ -31,6 +34,9 @@ import os, random, sys, tempfile
 os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
 from slimnets import errors
 from slimnets.checkpoints import archives, converters, reader, registry
+from slimnets import datasets
+from slimnets.errors import InputError
+import tensorflow.compat.v1 as tf
 
 import json
 jobs, copies = json.load(open(sys.argv[1])), int(sys.argv[2])
@@ -56,8 +62,37 @@ def archive(path, good_path):
     out = tempfile.mkdtemp(dir=work)
     archives.extract_checkpoint_files(path, out, max_bytes=1 << 22)
 
+def _decode_check(encoded, names):
+    # What Classifier.predict does before the network: the header check,
+    # then a decode; a bad image is an InputError naming it.
+    with tf.Graph().as_default():
+        data = tf.placeholder(tf.string, [])
+        image = datasets.preprocessing.decode_and_preprocess(data, 32)
+        with tf.Session() as sess:
+            for name, value in zip(names, encoded):
+                datasets.check_image(value, name)
+                try:
+                    sess.run(image, {data: value})
+                except tf.errors.InvalidArgumentError:
+                    raise InputError('cannot decode image %s' % name) \
+                        from None
+
+def records(path, good_path):
+    # As slimnets.evaluation.evaluate drives it, without a network.
+    source = datasets.evaluation_source(path, 1001)
+    if not source.count():
+        raise InputError('no images found in %s' % path)
+    with tf.Graph().as_default():
+        batches = datasets.evaluation_dataset(source, 32, 2)
+        try:
+            for images, labels in datasets.iterate(batches):
+                pass
+        except tf.errors.OpError as error:
+            raise datasets.explain_failure(source, error, _decode_check,
+                                           2) from None
+
 readers = {'tflite': tflite, 'index': index, 'catalogue': catalogue,
-           'archive': archive}
+           'archive': archive, 'records': records}
 for reader_name, good_path, spans in jobs:
     good = open(good_path, 'rb').read()
     read = readers[reader_name]
@@ -159,6 +194,27 @@ def _structure_spans(content):
     return [s for s in spans if s[1] > s[0]]
 
 
+def _write_records(path):
+    """A slim TFRecord file of four 6x5 PNGs (labels 1 to 4)."""
+    rng = np.random.RandomState(0)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        pixels = tf.placeholder(tf.uint8, [6, 5, 3])
+        png = tf.io.encode_png(pixels)
+        with tf.io.TFRecordWriter(path) as writer:
+            for label in range(1, 5):
+                encoded = sess.run(png, {pixels: rng.randint(
+                    0, 256, (6, 5, 3)).astype(np.uint8)})
+                writer.write(tf.train.Example(features=tf.train.Features(
+                    feature={
+                        'image/encoded': tf.train.Feature(
+                            bytes_list=tf.train.BytesList(value=[encoded])),
+                        'image/format': tf.train.Feature(
+                            bytes_list=tf.train.BytesList(value=[b'png'])),
+                        'image/class/label': tf.train.Feature(
+                            int64_list=tf.train.Int64List(value=[label])),
+                    })).SerializeToString())
+
+
 @pytest.fixture(scope='module')
 def fuzzed(tmp_path_factory, small_checkpoint):
     """Runs every reader's fuzz loop in one child process (one TensorFlow
@@ -180,7 +236,10 @@ def fuzzed(tmp_path_factory, small_checkpoint):
             archive.add(os.path.join(source, name), 'm/' + name)
     archive_path = folder / 'a.tgz'
     archive_path.write_bytes(buffer.getvalue())
-    return _fuzz([('catalogue', str(catalogue), []),
+    records = str(folder / 'images.tfrecord')
+    _write_records(records)
+    return _fuzz([('records', records, []),
+                  ('catalogue', str(catalogue), []),
                   ('archive', str(archive_path), []),
                   ('index', small_checkpoint + '.index', []),
                   ('tflite', tflite, spans)], str(folder))
@@ -211,3 +270,12 @@ def test_archive_reader_never_crashes(fuzzed):
     counts = _counts(fuzzed, 'archive')
     # A gzip stream cut inside tar's trailing padding still reads.
     assert counts['refused'] >= COPIES // 4
+
+
+def test_tfrecord_reader_never_crashes(fuzzed):
+    counts = _counts(fuzzed, 'records')
+    assert counts['refused'] >= COPIES // 2  # every truncation at least
+    # Each refusal names the file, and a TensorFlow node is not the reason.
+    for outcome in fuzzed['records']:
+        assert outcome == 'read' or ('copy' in outcome and
+                                     'Node:' not in outcome), outcome
