@@ -67,8 +67,11 @@ def write_openvino(graph_def, path, probe):
     ov = runtimes.require('openvino', 'openvino')
     # save_model halves the weights to float16 unless told not to (then
     # about 4e-3 off on the probabilities).
-    ov.save_model(runtimes.openvino_model(graph_def), _output_path(path),
-                  compress_to_fp16=False)
+    model = runtimes.openvino_model(graph_def)
+    weights = os.path.splitext(path)[0] + '.bin'
+    # Both files are written under temporary names, then swapped in.
+    with fileio.atomic_files([path, weights]) as (xml, _):
+        ov.save_model(model, xml, compress_to_fp16=False)
     runtime = runtimes.OpenVINORuntime(model=ov.Core().read_model(path))
     return runtime.run(probe)
 

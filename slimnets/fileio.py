@@ -215,6 +215,78 @@ def atomic_folder(path, create=True):
 
 
 @contextlib.contextmanager
+def atomic_files(paths):
+    """Yields temporary paths that replace `paths` together on success.
+
+    For writers that make several files at once (an OpenVINO IR's .xml and
+    .bin).  The temporaries keep the final base names, inside one
+    temporary folder beside them, so a writer that derives one name from
+    another (`model.xml` -> `model.bin`) finds them; every path must be in
+    one folder.  When the block ends without an exception each file takes
+    its final name; if a replace fails half way, the files already
+    replaced get their previous content back (kept as hard links while
+    the swap runs) and new names are removed.  On any failure the final
+    paths hold what they held before, or nothing, and no temporary is
+    left.  A file the writer did not make is an OutputError.
+    """
+    paths = [os.path.abspath(p) for p in paths]
+    folders = {os.path.dirname(p) for p in paths}
+    if len(folders) != 1 or len(set(map(os.path.basename, paths))) != \
+            len(paths):
+        raise InputError('atomic_files writes distinct names in one folder; '
+                         'got %s' % ', '.join(paths))
+    folder = folders.pop()
+    os.makedirs(folder, exist_ok=True)
+    for path in paths:
+        remove_stale(folder, os.path.basename(path), ('tmp', 'old'))
+    staging = temporary_name(paths[0])
+    try:
+        os.mkdir(staging)
+    except OSError as error:
+        raise _output_error(paths[0], error) from None
+    with _removed_on_failure(staging, paths[0]):
+        temporaries = [os.path.join(staging, os.path.basename(p))
+                       for p in paths]
+        yield temporaries
+        for temporary, path in zip(temporaries, paths):
+            if not os.path.isfile(temporary):
+                raise OutputError('the writer of %s made no %s; nothing was '
+                                  'replaced' % (paths[0], path))
+            with open(temporary, 'rb') as handle:
+                os.fsync(handle.fileno())
+        _swap_in(temporaries, paths)
+        _remove(staging)
+    _fsync_folder(folder)
+
+
+def _swap_in(temporaries, paths):
+    """Replaces each path by its temporary; on failure, restores them."""
+    backups = {}
+    done = []
+    try:
+        for path in paths:
+            if os.path.lexists(path):
+                backups[path] = temporary_name(path, 'old')
+                try:
+                    os.link(path, backups[path], follow_symlinks=False)
+                except OSError:   # no hard links here: a copy
+                    shutil.copy2(path, backups[path], follow_symlinks=False)
+        for temporary, path in zip(temporaries, paths):
+            os.replace(temporary, path)
+            done.append(path)
+    except BaseException:
+        for path in done:
+            if path in backups:
+                os.replace(backups.pop(path), path)
+            else:
+                _remove(path)
+        raise
+    finally:
+        for backup in backups.values():
+            _remove(backup)
+
+
+@contextlib.contextmanager
 def file_lock(path):
     """Holds an exclusive advisory lock on `path` (created if needed).
 

@@ -119,6 +119,68 @@ def test_file_lock_serializes(tmp_path):
     assert not overlaps
 
 
+def _pair(folder, xml=b'<old xml/>', weights=b'old weights'):
+    (folder / 'model.xml').write_bytes(xml)
+    (folder / 'model.bin').write_bytes(weights)
+
+
+def test_atomic_files_replace_together(tmp_path):
+    _pair(tmp_path)
+    with fileio.atomic_files([str(tmp_path / 'model.xml'),
+                              str(tmp_path / 'model.bin')]) as (xml, weights):
+        assert os.path.dirname(xml) == os.path.dirname(weights)
+        assert os.path.basename(xml) == 'model.xml'
+        for path, data in ((xml, b'<new/>'), (weights, b'new')):
+            with open(path, 'wb') as handle:
+                handle.write(data)
+    assert (tmp_path / 'model.xml').read_bytes() == b'<new/>'
+    assert (tmp_path / 'model.bin').read_bytes() == b'new'
+    assert sorted(os.listdir(tmp_path)) == ['model.bin', 'model.xml']
+
+
+@pytest.mark.parametrize('earlier', [True, False])
+def test_atomic_files_failing_half_way_keep_the_earlier_pair(
+        tmp_path, monkeypatch, earlier):
+    """The second replace fails (the first file is already swapped in): the
+    first gets its earlier content back, or goes when there was none."""
+    if earlier:
+        _pair(tmp_path)
+    real_replace, calls = os.replace, []
+
+    def replace_once(source, target):
+        calls.append(target)
+        if len(calls) == 2:
+            _enospc()
+        real_replace(source, target)
+
+    monkeypatch.setattr(fileio.os, 'replace', replace_once)
+    with pytest.raises(errors.OutputError, match='No space left'):
+        with fileio.atomic_files([str(tmp_path / 'model.xml'),
+                                  str(tmp_path / 'model.bin')]) as paths:
+            for path in paths:
+                with open(path, 'wb') as handle:
+                    handle.write(b'new')
+    assert len(calls) >= 2
+    monkeypatch.undo()
+    if earlier:
+        assert (tmp_path / 'model.xml').read_bytes() == b'<old xml/>'
+        assert (tmp_path / 'model.bin').read_bytes() == b'old weights'
+        assert sorted(os.listdir(tmp_path)) == ['model.bin', 'model.xml']
+    else:
+        assert os.listdir(tmp_path) == []
+
+
+def test_atomic_files_missing_output_replaces_nothing(tmp_path):
+    _pair(tmp_path)
+    with pytest.raises(errors.OutputError, match='made no'):
+        with fileio.atomic_files([str(tmp_path / 'model.xml'),
+                                  str(tmp_path / 'model.bin')]) as paths:
+            with open(paths[0], 'wb') as handle:
+                handle.write(b'<new/>')
+    assert (tmp_path / 'model.xml').read_bytes() == b'<old xml/>'
+    assert sorted(os.listdir(tmp_path)) == ['model.bin', 'model.xml']
+
+
 # ---------------------------------------------------------------- exports
 
 def test_failing_frozen_export_keeps_the_good_model(tmp_path,
@@ -155,6 +217,40 @@ def test_failing_saved_model_export_leaves_no_folder(tmp_path,
     assert report.max_abs_difference < 1e-5
     assert os.listdir(tmp_path) == ['saved']
     assert os.path.isfile(output / 'saved_model.pb')
+
+
+def test_failing_openvino_export_keeps_the_earlier_pair(tmp_path,
+                                                       small_checkpoint,
+                                                       monkeypatch):
+    """save_model writes the .xml, then the disk fills before the .bin."""
+    try:
+        import openvino  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        pytest.skip('openvino is not installed (pip install '
+                    '"slimnets[openvino]")')
+    _pair(tmp_path)
+    real_save = openvino.save_model
+
+    def fail_half_way(model, path, *args, **kwargs):
+        real_save(model, path, *args, **kwargs)
+        os.remove(os.path.splitext(path)[0] + '.bin')
+        _enospc()
+
+    monkeypatch.setattr(openvino, 'save_model', fail_half_way)
+    with pytest.raises(errors.OutputError, match='No space left'):
+        export.export(str(tmp_path / 'model.xml'), 'openvino',
+                      small_checkpoint, model='mobilenet_v1_025',
+                      image_size=128)
+    assert (tmp_path / 'model.xml').read_bytes() == b'<old xml/>'
+    assert (tmp_path / 'model.bin').read_bytes() == b'old weights'
+    assert sorted(os.listdir(tmp_path)) == ['model.bin', 'model.xml']
+    monkeypatch.undo()
+    report = export.export(str(tmp_path / 'model.xml'), 'openvino',
+                           small_checkpoint, model='mobilenet_v1_025',
+                           image_size=128)
+    assert report.max_abs_difference < 1e-5
+    assert sorted(os.listdir(tmp_path)) == ['model.bin', 'model.xml']
+    assert (tmp_path / 'model.bin').stat().st_size > 1000
 
 
 @pytest.fixture
