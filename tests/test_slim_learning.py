@@ -11,6 +11,7 @@ run eagerly).  Also `slim.model_analyzer`.
 import contextlib
 import io
 import os
+import threading
 import time
 
 import numpy as np
@@ -276,3 +277,53 @@ def test_supervisor_threads_save_and_summarize_while_training(records,
                 tags.update(value.tag for value in event.summary.value)
     assert 'training_loss' in tags
     assert 'global_step/sec' in tags
+
+
+SYNC_STEPS = 12
+SYNC_LIMIT_SECONDS = 60  # tf.train.Supervisor's grace period is 120 s
+
+
+def test_train_with_sync_replicas_optimizer_ends(records, tmp_path):
+    """`train(..., sync_optimizer=...)` with one replica trains and returns.
+
+    The chief queue runner waits in its accumulators for gradients that no
+    longer come once training stops; without the repair `train` blocked in
+    `Supervisor.stop` for 120 s, then raised.  The training runs in a thread
+    so that a hang fails this test instead of blocking the suite.
+    """
+    logdir = str(tmp_path / 'train')
+    outcome = {}
+
+    def run():
+        with tf.Graph().as_default():
+            images, labels = inputs(get_split(records['train'], NUM_TRAIN,
+                                              shape=[SIZE, SIZE, 3]),
+                                    shuffle=True)
+            tf.losses.sparse_softmax_cross_entropy(labels, model(images))
+            optimizer = tf.train.SyncReplicasOptimizer(
+                tf.train.GradientDescentOptimizer(0.1),
+                replicas_to_aggregate=1, total_num_replicas=1)
+            train_op = slim.learning.create_train_op(
+                tf.losses.get_total_loss(), optimizer)
+            start = time.time()
+            try:
+                outcome['loss'] = slim.learning.train(
+                    train_op, logdir, number_of_steps=SYNC_STEPS,
+                    sync_optimizer=optimizer, save_interval_secs=3600,
+                    save_summaries_secs=3600, log_every_n_steps=100)
+            except Exception as error:  # pylint: disable=broad-except
+                outcome['error'] = error
+            outcome['seconds'] = time.time() - start
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(SYNC_LIMIT_SECONDS)
+    assert not thread.is_alive(), 'train with sync_optimizer hung'
+    assert 'error' not in outcome, outcome.get('error')
+    print('sync_optimizer training: %d steps in %.1f s'
+          % (SYNC_STEPS, outcome['seconds']))
+    checkpoint = tf.train.latest_checkpoint(logdir)
+    assert checkpoint.endswith('model.ckpt-%d' % SYNC_STEPS)
+    reader = tf.train.load_checkpoint(checkpoint)
+    assert reader.get_tensor('global_step') == SYNC_STEPS
+    assert np.isfinite(outcome['loss'])

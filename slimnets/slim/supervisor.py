@@ -9,8 +9,20 @@ read `global_step` eagerly and fail with "global_step ... is out of scope".
 
 `GraphModeSupervisor` starts the same services, and `loop()` threads, with
 the Supervisor's graph as the thread's default graph, which also puts the
-thread in graph mode.  `slimnets.slim` gives `tf_slim.learning` this class
-in place of `supervisor.Supervisor` (see `repair_learning`).
+thread in graph mode.
+
+It also ends `learning.train(..., sync_optimizer=...)`: the chief queue
+runner of a `tf.train.SyncReplicasOptimizer` waits in its accumulators'
+take-gradient op for the next step's gradients.  Closing its queue (what
+the coordinator does on stop) does not cancel that wait, so
+`Supervisor.stop` waited for the thread until its grace period ran out
+(120 s) and then raised "Coordinator stopped with threads still running".
+`GraphModeSupervisor.stop` closes the session of such a queue runner after
+asking the threads to stop, which cancels the wait (the session is closed
+right after `stop` in `managed_session` anyway).
+
+`slimnets.slim` gives `tf_slim.learning` this class in place of
+`supervisor.Supervisor` (see `repair_learning`).
 """
 
 import tensorflow.compat.v1 as tf
@@ -45,8 +57,32 @@ StepCounterThread = _in_supervisor_graph(tf_supervisor.SVStepCounterThread)
 CheckpointThread = _in_supervisor_graph(tf_supervisor.SVTimerCheckpointThread)
 
 
+# Ops that block until enough gradients have been accumulated.
+_TAKE_GRADIENT_OPS = frozenset({
+    'AccumulatorTakeGradient', 'ResourceAccumulatorTakeGradient',
+    'SparseAccumulatorTakeGradient'})
+
+
+def waits_on_accumulator(queue_runner):
+    """Whether a QueueRunner's enqueue ops depend on a take-gradient op (the
+    chief queue runner of a SyncReplicasOptimizer does)."""
+    pending = list(queue_runner.enqueue_ops)
+    seen = set()
+    while pending:
+        op = pending.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        if op.type in _TAKE_GRADIENT_OPS:
+            return True
+        pending.extend(tensor.op for tensor in op.inputs)
+        pending.extend(op.control_inputs)
+    return False
+
+
 class GraphModeSupervisor(tf_supervisor.Supervisor):
-    """`tf.train.Supervisor` whose service threads run in graph mode."""
+    """`tf.train.Supervisor` whose service threads run in graph mode, and
+    whose `stop` ends a SyncReplicasOptimizer's chief queue runner."""
 
     def start_standard_services(self, sess):
         """Starts the summary, step-counter and checkpoint threads.
@@ -78,6 +114,30 @@ class GraphModeSupervisor(tf_supervisor.Supervisor):
         for thread in threads:
             thread.start()
         return threads
+
+    def start_queue_runners(self, sess, queue_runners=None):
+        """`Supervisor.start_queue_runners`; remembers `sess` when a runner
+        waits on gradient accumulators (see `stop`)."""
+        threads = tf_supervisor.Supervisor.start_queue_runners(
+            self, sess, queue_runners)
+        if queue_runners is None:
+            queue_runners = self._graph.get_collection(  # pylint: disable=protected-access
+                tf.GraphKeys.QUEUE_RUNNERS)
+        if any(waits_on_accumulator(runner) for runner in queue_runners):
+            self.__dict__.setdefault('_accumulator_sessions', []).append(sess)
+        return threads
+
+    def stop(self, threads=None, close_summary_writer=True,
+             ignore_live_threads=False):
+        """`Supervisor.stop`; first closes the sessions of queue runners
+        that wait on gradient accumulators, which cancels that wait (closing
+        their queues does not).  Those sessions cannot run anything after
+        this."""
+        self.coord.request_stop()
+        for sess in self.__dict__.pop('_accumulator_sessions', []):
+            sess.close()
+        return tf_supervisor.Supervisor.stop(
+            self, threads, close_summary_writer, ignore_live_threads)
 
     def loop(self, timer_interval_secs, target, args=None, kwargs=None):
         """`Supervisor.loop`, with `target` called in this graph."""
