@@ -15,6 +15,7 @@ from slimnets.images import MAX_PIXELS
 from slimnets.images import check_image
 from slimnets.images import read_image_file
 from slimnets.preprocessing import decode_and_preprocess
+from slimnets.preprocessing import run_decoding
 
 
 class Classifier(object):
@@ -110,12 +111,13 @@ class Classifier(object):
         for name, data in zip(names, encoded_images):
             check_image(data, name, self.max_pixels)
         try:
-            images = self.session.run(self.images,
-                                      {self.encoded: encoded_images})
+            images = run_decoding(self.session, self.images,
+                                  {self.encoded: encoded_images})
         except tf.errors.InvalidArgumentError:
             for name, data in zip(names, encoded_images):
                 try:
-                    self.session.run(self.images, {self.encoded: [data]})
+                    run_decoding(self.session, self.images,
+                                 {self.encoded: [data]})
                 except tf.errors.InvalidArgumentError:
                     raise InputError('cannot decode image %s: it is not a '
                                      'JPEG, PNG, BMP or GIF file, or it is '

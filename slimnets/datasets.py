@@ -389,7 +389,7 @@ def iterate(dataset):
     try:
         while True:
             try:
-                yield sess.run(next_value)
+                yield preprocessing.run_decoding(sess, next_value)
             except tf.errors.OutOfRangeError:
                 return
     finally:

@@ -193,6 +193,24 @@ def preprocess_image(image, height, width, is_training=False, bbox=None,
                                use_grayscale=use_grayscale)
 
 
+def run_decoding(sess, fetches, feed_dict=None):
+    """`sess.run(fetches, feed_dict)` for a graph that parses or decodes
+    input data (serialized Examples, image bytes).
+
+    Damaged input can make TensorFlow's error message quote raw bytes of
+    it (a PNG chunk name, a feature key), which are not UTF-8; TensorFlow
+    then raises UnicodeDecodeError in place of its own error.  That is
+    raised here as `tf.errors.InvalidArgumentError`, like any other error
+    about damaged input.
+    """
+    try:
+        return sess.run(fetches, feed_dict)
+    except UnicodeDecodeError:
+        raise tf.errors.InvalidArgumentError(
+            None, None, 'the data is damaged (TensorFlow\'s message about it '
+            'quotes bytes that are not UTF-8)') from None
+
+
 def decode_and_preprocess(encoded, image_size):
     """Encoded image bytes (scalar string) -> [size, size, 3] in [-1, 1]."""
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)

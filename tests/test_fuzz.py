@@ -72,7 +72,8 @@ def _decode_check(encoded, names):
             for name, value in zip(names, encoded):
                 datasets.check_image(value, name)
                 try:
-                    sess.run(image, {data: value})
+                    datasets.preprocessing.run_decoding(sess, image,
+                                                        {data: value})
                 except tf.errors.InvalidArgumentError:
                     raise InputError('cannot decode image %s' % name) \
                         from None
@@ -91,8 +92,16 @@ def records(path, good_path):
             raise datasets.explain_failure(source, error, _decode_check,
                                            2) from None
 
+def example(path, good_path):
+    # The damaged bytes are one record's payload, framed with good CRCs:
+    # the damage reaches the Example parser and the PNG decoder.
+    framed = path + '.tfrecord'
+    with tf.io.TFRecordWriter(framed) as writer:
+        writer.write(open(path, 'rb').read())
+    records(framed, good_path)
+
 readers = {'tflite': tflite, 'index': index, 'catalogue': catalogue,
-           'archive': archive, 'records': records}
+           'archive': archive, 'records': records, 'example': example}
 for reader_name, good_path, spans in jobs:
     good = open(good_path, 'rb').read()
     read = readers[reader_name]
@@ -195,7 +204,8 @@ def _structure_spans(content):
 
 
 def _write_records(path):
-    """A slim TFRecord file of four 6x5 PNGs (labels 1 to 4)."""
+    """A slim TFRecord file of four 6x5 PNGs (labels 1 to 4); each record
+    is about 200 bytes, most of them PNG."""
     rng = np.random.RandomState(0)
     with tf.Graph().as_default(), tf.Session() as sess:
         pixels = tf.placeholder(tf.uint8, [6, 5, 3])
@@ -238,7 +248,10 @@ def fuzzed(tmp_path_factory, small_checkpoint):
     archive_path.write_bytes(buffer.getvalue())
     records = str(folder / 'images.tfrecord')
     _write_records(records)
+    example = folder / 'example.pb'
+    example.write_bytes(next(iter(tf.data.TFRecordDataset(records))).numpy())
     return _fuzz([('records', records, []),
+                  ('example', str(example), []),
                   ('catalogue', str(catalogue), []),
                   ('archive', str(archive_path), []),
                   ('index', small_checkpoint + '.index', []),
@@ -272,10 +285,13 @@ def test_archive_reader_never_crashes(fuzzed):
     assert counts['refused'] >= COPIES // 4
 
 
-def test_tfrecord_reader_never_crashes(fuzzed):
-    counts = _counts(fuzzed, 'records')
+@pytest.mark.parametrize('reader', ['records', 'example'])
+def test_tfrecord_reader_never_crashes(fuzzed, reader):
+    """'records': the file damaged (every damage breaks a CRC);
+    'example': one record's payload damaged inside good framing."""
+    counts = _counts(fuzzed, reader)
     assert counts['refused'] >= COPIES // 2  # every truncation at least
     # Each refusal names the file, and a TensorFlow node is not the reason.
-    for outcome in fuzzed['records']:
+    for outcome in fuzzed[reader]:
         assert outcome == 'read' or ('copy' in outcome and
                                      'Node:' not in outcome), outcome
