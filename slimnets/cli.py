@@ -81,6 +81,19 @@ def writable_file(text):
     return text
 
 
+def writable_place(text):
+    """An output file or folder path whose parent folder exists and is
+    writable (the output itself may exist; it is replaced atomically)."""
+    parent = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(
+            'cannot write %s: the folder %s does not exist' % (text, parent))
+    if not os.access(parent, os.W_OK):
+        raise argparse.ArgumentTypeError(
+            'cannot write %s: the folder %s is not writable' % (text, parent))
+    return text
+
+
 def url(text):
     """An http(s) or file URL."""
     if not re.match(r'^(https?|file)://\S+$', text):
@@ -644,7 +657,7 @@ def build_parser():
                              'serving_default (float images) and '
                              'image_bytes (encoded images); openvino writes '
                              'an .xml IR, keras a .keras file')
-    export.add_argument('--output', required=True)
+    export.add_argument('--output', required=True, type=writable_place)
     export.add_argument('--batch-size', type=positive_int,
                         help='fixed batch size (default: any)')
     export.add_argument('--quantization',
@@ -666,7 +679,7 @@ def build_parser():
                     'but the logits, train with batch-norm updates, save '
                     'periodic checkpoints to --train-dir and resume from '
                     'them when run again.')
-    train.add_argument('--train-dir', required=True)
+    train.add_argument('--train-dir', required=True, type=writable_place)
     train.add_argument('--data', required=True,
                        help='class-folder tree, TFRecord file, folder of '
                             'shards or glob, or a research/slim dataset_dir')
@@ -718,7 +731,8 @@ def build_parser():
                     'skips the shards already written.')
     build.add_argument('--input', required=True,
                        help='folder with one sub-folder per class')
-    build.add_argument('--output', required=True, help='output folder')
+    build.add_argument('--output', required=True, type=writable_place,
+                       help='output folder')
     build.add_argument('--shards', type=positive_int, default=2,
                        help='train shards (default %(default)s)')
     build.add_argument('--validation-fraction', type=validation_fraction,

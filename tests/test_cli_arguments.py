@@ -40,6 +40,9 @@ BAD = [
     ('data', 'build', '--input', 'i'),                  # --output missing
     ('data',),
     ('list', '--family', 'v9'),
+    ('export', '--checkpoint', 'c', '--format', 'frozen', '--output',
+     '/no/such/folder/m.pb'),
+    ('train', '--train-dir', '/no/such/folder/run', '--data', 'd'),
     ('inspect',),
     ('nonsense',),
 ]
@@ -73,3 +76,17 @@ def test_ctrl_c_is_one_line_and_debug_shows_the_traceback(cli, one_line_error,
     one_line_error(cli('list'), 'interrupted (Ctrl-C)')
     with pytest.raises(KeyboardInterrupt):
         cli_module.main(['list', '--debug'])
+
+
+@pytest.mark.parametrize('args', [
+    ('export', '--checkpoint', 'c', '--format', 'frozen', '--output',
+     '{missing}/m.pb'),
+    ('train', '--train-dir', '{missing}/run', '--data', 'd'),
+    ('eval', '--data', 'd', '--json', '{missing}/r.json'),
+])
+def test_output_places_are_checked_before_work(args, cli, one_line_error,
+                                               tmp_path):
+    missing = str(tmp_path / 'missing')
+    completed = cli(*[a.format(missing=missing) for a in args])
+    one_line_error(completed, 'the folder %s does not exist' % missing,
+                   status=2)
