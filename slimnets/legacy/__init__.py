@@ -51,7 +51,8 @@ def parse_bool(text):
         return True
     if lowered in _FALSE:
         return False
-    raise ValueError(text)
+    raise argparse.ArgumentTypeError('%r is not a boolean (true or false)'
+                                     % (text,))
 
 
 parse_bool.__name__ = 'boolean'  # argparse names the type in its message
