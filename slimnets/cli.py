@@ -69,13 +69,7 @@ image_size = _number(int, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE,
 
 def writable_file(text):
     """An output file path whose folder exists and is writable."""
-    folder = os.path.dirname(os.path.abspath(text)) or '.'
-    if not os.path.isdir(folder):
-        raise argparse.ArgumentTypeError(
-            'cannot write %s: the folder %s does not exist' % (text, folder))
-    if not os.access(folder, os.W_OK):
-        raise argparse.ArgumentTypeError(
-            'cannot write %s: the folder %s is not writable' % (text, folder))
+    writable_place(text)
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError('%s is a folder, not a file' % text)
     return text

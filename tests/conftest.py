@@ -30,16 +30,22 @@ Completed = collections.namedtuple('Completed', ['returncode', 'stdout',
                                                  'stderr'])
 
 
-def run_cli(*args):
-    """`slimnets ARGS` in this process."""
-    from slimnets import cli as cli_module
+def run_main(main, *args):
+    """`main([args])` of a command-line module in this process, its exit
+    status and output captured."""
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
-            code = cli_module.main([str(a) for a in args])
+            code = main([str(a) for a in args])
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
     return Completed(code, stdout.getvalue(), stderr.getvalue())
+
+
+def run_cli(*args):
+    """`slimnets ARGS` in this process."""
+    from slimnets import cli as cli_module
+    return run_main(cli_module.main, *args)
 
 
 def run_cli_process(*args, cwd=None, env=None, timeout=600):

@@ -2,9 +2,6 @@
 export a MobileNet v1 0.25 on a generated flowers-layout TFRecord dataset,
 and the cluster flags refused on one line."""
 
-import collections
-import contextlib
-import io
 import os
 import shutil
 import subprocess
@@ -24,8 +21,8 @@ from slimnets.legacy import export_inference_graph
 from slimnets.legacy import train_image_classifier
 from slimnets.registry import ModelSpec
 
-Completed = collections.namedtuple('Completed', ['returncode', 'stdout',
-                                                 'stderr'])
+from conftest import run_main
+
 SIZE = 64
 _VARIABLE_OPS = ('VarHandleOp',)  # TensorFlow 2's resource variables
 STEPS = 3
@@ -33,13 +30,7 @@ STEPS = 3
 
 def run_script(module, *args):
     """`module.main(args)` in this process, its output captured."""
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        try:
-            code = module.main([str(a) for a in args])
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-    return Completed(code, stdout.getvalue(), stderr.getvalue())
+    return run_main(module.main, *args)
 
 
 @pytest.fixture(scope='module')
