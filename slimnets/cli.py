@@ -385,8 +385,8 @@ def command_list(args):
             _number(item.top1), _number(item.top5),
             checkpoints.source_summary(item), 'yes' if cached else '-'))
         if args.sources:
-            for fmt, url in checkpoints.available_sources(item):
-                print('    %-12s %s' % (fmt, url))
+            for fmt, check, url in checkpoints.available_sources(item):
+                print('    %-12s %-6s %s' % (fmt, check, url))
 
 
 def _number(value):
@@ -623,7 +623,8 @@ def build_parser():
     listing.add_argument('--family', choices=tuple(registry.FAMILIES))
     listing.add_argument('--sources', action='store_true',
                          help='also list every source URL, in the order '
-                              'fetch tries them')
+                              'fetch tries them, with the hash fetch checks '
+                              '(sha256, md5, or - for none)')
     add_cache_argument(listing)
     listing.set_defaults(handler=command_list)
 

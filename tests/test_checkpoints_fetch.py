@@ -446,9 +446,14 @@ def test_list_shows_sources(capsys, tmp_path):
     urls = [line.split() for line in lines if line.startswith('    ')]
     assert len(urls) == sum(len(i.sources) for i in checkpoints.catalogue()
                             if i.family == 'v3')
-    assert ['keras-h5', 'https://storage.googleapis.com/tensorflow/keras-'
-            'applications/mobilenet_v3/weights_mobilenet_v3_large_224_1.0_'
-            'float.h5'] in urls
+    assert ['keras-h5', 'sha256', 'https://storage.googleapis.com/tensorflow/'
+            'keras-applications/mobilenet_v3/weights_mobilenet_v3_large_224_'
+            '1.0_float.h5'] in urls
+    assert ['keras-h5', 'md5', 'https://storage.googleapis.com/tensorflow/'
+            'keras-applications/mobilenet_v3/weights_mobilenet_v3_small_'
+            'minimalistic_224_1.0_float.h5'] in urls
+    assert ['slim-archive', '-', 'https://storage.googleapis.com/mobilenet_v3/'
+            'checkpoints/v3-small-minimalistic_224_1.0_float.tgz'] in urls
 
 
 # ----------------------------------------- nothing of the user's is lost

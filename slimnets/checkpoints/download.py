@@ -180,8 +180,11 @@ def cached_checkpoint(name, directory=None):
 
 
 def available_sources(item):
-    """[(format, url)] of `item`'s sources, in the order fetch tries them."""
-    return [(source.format, source.url) for source in item.sources]
+    """[(format, check, url)] of `item`'s sources, in the order fetch tries
+    them; `check` is the hash fetch verifies: 'sha256', 'md5' or '-'."""
+    return [(source.format, 'sha256' if source.sha256 else
+             'md5' if source.md5 else '-', source.url)
+            for source in item.sources]
 
 
 def source_summary(item):
