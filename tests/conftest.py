@@ -67,6 +67,21 @@ def assert_one_line_error(completed, *fragments, status=1):
         assert fragment in last, last
 
 
+@pytest.fixture(scope='session', autouse=True)
+def test_cache(tmp_path_factory):
+    """Points $SLIMNETS_CACHE at one folder for the whole run, so tests never
+    write into the checkout's checkpoints/ or the user's ~/.cache/slimnets
+    (the runtimes `auto` chose are remembered there across tests)."""
+    folder = str(tmp_path_factory.mktemp('cache'))
+    previous = os.environ.get('SLIMNETS_CACHE')
+    os.environ['SLIMNETS_CACHE'] = folder
+    yield folder
+    if previous is None:
+        os.environ.pop('SLIMNETS_CACHE', None)
+    else:
+        os.environ['SLIMNETS_CACHE'] = previous
+
+
 @pytest.fixture
 def cli():
     return run_cli

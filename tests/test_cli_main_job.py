@@ -15,6 +15,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import reference
+from conftest import run_cli
 from test_checkpoints_fetch import _Server
 from test_checkpoints_fetch import make_tar
 
@@ -125,21 +126,21 @@ def test_eval_on_tfrecords_and_max_images(tmp_path, cli):
 
 _LOAD_AND_RUN = textwrap.dedent('''
     import sys, json, numpy as np
-    fmt, path, images = sys.argv[1], sys.argv[2], np.load(sys.argv[3])
-    if fmt == 'frozen':
-        import tensorflow.compat.v1 as tf
-        graph_def = tf.GraphDef()
-        graph_def.ParseFromString(open(path, 'rb').read())
-        with tf.Graph().as_default() as graph:
-            tf.import_graph_def(graph_def, name='')
-            with tf.Session() as sess:
-                out = sess.run('probabilities:0', {'input:0': images})
-    elif fmt == 'saved_model':
+    jobs, images = json.load(open(sys.argv[1])), np.load(sys.argv[2])
+
+    def run(fmt, path):
+        if fmt == 'frozen':
+            import tensorflow.compat.v1 as tf
+            graph_def = tf.GraphDef()
+            graph_def.ParseFromString(open(path, 'rb').read())
+            with tf.Graph().as_default() as graph:
+                tf.import_graph_def(graph_def, name='')
+                with tf.Session() as sess:
+                    return sess.run('probabilities:0', {'input:0': images})
         import tensorflow as tf
-        function = tf.saved_model.load(path).signatures['serving_default']
-        out = function(images=tf.constant(images))['probabilities'].numpy()
-    else:
-        import tensorflow as tf
+        if fmt == 'saved_model':
+            function = tf.saved_model.load(path).signatures['serving_default']
+            return function(images=tf.constant(images))['probabilities'].numpy()
         interpreter = tf.lite.Interpreter(model_path=path)
         inp = interpreter.get_input_details()[0]
         output = [d for d in interpreter.get_output_details()
@@ -151,8 +152,10 @@ _LOAD_AND_RUN = textwrap.dedent('''
             interpreter.set_tensor(inp['index'], image[None])
             interpreter.invoke()
             rows.append(interpreter.get_tensor(output['index'])[0])
-        out = np.stack(rows)
-    np.save(sys.argv[4], out)
+        return np.stack(rows)
+
+    for fmt, path, result in jobs:
+        np.save(result, run(fmt, path))
 ''')
 
 
@@ -170,35 +173,59 @@ def fixture_inputs(tmp_path_factory):
     return str(path), probabilities
 
 
-@pytest.mark.parametrize('fmt,quantization,tolerance', [
+EXPORTS = [
     ('frozen', None, 1e-5),
     ('saved_model', None, 1e-5),
     ('tflite', None, 1e-4),
     ('tflite', 'float16', None),
     ('tflite', 'dynamic', None),
     ('tflite', 'int8', None),
-])
+]
+
+
+@pytest.fixture(scope='module')
+def exported(fixture_inputs, tmp_path_factory):
+    """Every EXPORTS entry written by `slimnets export` (in this process),
+    then all of them loaded and run by one fresh process that imports no
+    slimnets: {(format, quantization): (export's output, probabilities or
+    None)}."""
+    images_path, _ = fixture_inputs
+    folder = tmp_path_factory.mktemp('exports')
+    results, jobs = {}, []
+    for number, (fmt, quantization, _) in enumerate(EXPORTS):
+        output = str(folder / ('%d_%s' % (number, 'model.pb' if fmt == 'frozen'
+                                          else 'model.tflite' if fmt == 'tflite'
+                                          else 'saved_model')))
+        args = ['export', '--checkpoint', checkpoint('mobilenet_v1/0.25_128'),
+                '--format', fmt, '--output', output]
+        if quantization:
+            args += ['--quantization', quantization]
+        if quantization == 'int8':
+            args += ['--representative-data', PRETRAINED]
+        completed = run_cli(*args)
+        result_path = str(folder / ('%d.npy' % number))
+        results[fmt, quantization] = (completed, result_path)
+        if completed.returncode == 0:
+            jobs.append((fmt, output, result_path))
+    spec = str(folder / 'jobs.json')
+    with open(spec, 'w') as handle:
+        json.dump(jobs, handle)
+    ran = subprocess.run([sys.executable, '-c', _LOAD_AND_RUN, spec,
+                          images_path], capture_output=True, text=True,
+                         timeout=300)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    return {key: (completed, np.load(path) if os.path.exists(path) else None)
+            for key, (completed, path) in results.items()}
+
+
+@pytest.mark.parametrize('fmt,quantization,tolerance', EXPORTS)
 def test_export_loads_in_a_fresh_process(fmt, quantization, tolerance,
-                                         fixture_inputs, tmp_path, cli):
-    images_path, expected = fixture_inputs
-    output = str(tmp_path / ('model.pb' if fmt == 'frozen' else 'model.tflite'
-                             if fmt == 'tflite' else 'saved_model'))
-    args = ['export', '--checkpoint', checkpoint('mobilenet_v1/0.25_128'),
-            '--format', fmt, '--output', output]
-    if quantization:
-        args += ['--quantization', quantization]
-    if quantization == 'int8':
-        args += ['--representative-data', PRETRAINED]
-    completed = cli(*args)
+                                         fixture_inputs, exported):
+    _, expected = fixture_inputs
+    completed, actual = exported[fmt, quantization]
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert 'self-check on' in completed.stdout
     assert 'batch norms folded: 27' in completed.stdout
-    result_path = str(tmp_path / 'out.npy')
-    ran = subprocess.run([sys.executable, '-c', _LOAD_AND_RUN, fmt, output,
-                          images_path, result_path], capture_output=True,
-                         text=True, timeout=300)
-    assert ran.returncode == 0, ran.stderr[-3000:]
-    actual = np.load(result_path)
     if tolerance:
         assert np.abs(actual - expected).max() < tolerance
     np.testing.assert_array_equal(actual.argmax(1), expected.argmax(1))

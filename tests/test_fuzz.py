@@ -1,6 +1,6 @@
 """Hostile files: every reader answers a damaged file with a SlimnetsError.
 
-Each reader is fed at least 200 truncated and bit-flipped copies of a good
+Each reader is fed COPIES truncated and bit-flipped copies of a good
 file that the test makes: a TFLite model (exported by slimnets from a small
 MobileNet v1), a checkpoint index, the catalogue JSON, a checkpoint
 archive and a slim TFRecord file of tiny PNGs (read by evaluation's
@@ -26,7 +26,9 @@ import tensorflow.compat.v1 as tf
 from slimnets import export
 from slimnets.checkpoints import registry
 
-COPIES = 200  # per reader: 100 truncated, 100 with 1 to 4 bits flipped
+# Per reader: half truncated, half with 1 to 4 bits flipped.  CI runs 64;
+# SLIMNETS_FUZZ_COPIES=200 (or more) runs a deeper pass by hand.
+COPIES = int(os.environ.get('SLIMNETS_FUZZ_COPIES', '64'))
 
 # The child: reads (reader, good file, structure spans) and fuzzes.
 _CHILD = r'''
@@ -266,7 +268,7 @@ def test_tflite_reader_never_crashes(fuzzed):
     parsed = [o for o in fuzzed['tflite'] if 'which slim layer' in o]
     print('tflite: %d copies passed the verifier and were parsed'
           % len(parsed))
-    assert counts['refused'] == COPIES and len(parsed) >= 20
+    assert counts['refused'] == COPIES and len(parsed) >= COPIES // 10
 
 
 def test_checkpoint_index_reader_never_crashes(fuzzed):

@@ -53,7 +53,7 @@ def _run_threads(jobs, data):
 
 def test_two_classifiers_built_at_once_agree_with_sequential(sequential):
     data, answers = sequential
-    for _ in range(8):
+    for _ in range(3):
         results = _run_threads([answers[MODELS[0]][0], answers[MODELS[2]][0]],
                                data)
         for index, model in enumerate((MODELS[0], MODELS[2])):
