@@ -1,0 +1,268 @@
+"""Training on TensorFlow's distributed runtime (`slimnets.distributed`):
+one synchronous step of 2 workers of batch B is one step of batch 2B, and
+a parameter server ends once the workers are done."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+from slimnets import checkpoints
+from slimnets import cluster as cluster_lib
+from slimnets import distributed
+from slimnets import models
+from slimnets import training
+from slimnets.deployment import model_deploy
+from slimnets.train_config import DEFAULTS
+
+BATCH = 3          # per worker
+SIZE = 64
+CLASSES = 5
+THREAD_LIMIT_SECONDS = 120
+STEPS = 6
+
+
+def free_ports(count):
+    """`count` distinct free TCP ports on 127.0.0.1."""
+    sockets = []
+    try:
+        for _ in range(count):
+            handle = socket.socket()
+            handle.bind(('127.0.0.1', 0))
+            sockets.append(handle)
+        return [handle.getsockname()[1] for handle in sockets]
+    finally:
+        for handle in sockets:
+            handle.close()
+
+
+def _spec_and_config():
+    spec, _ = models.model_spec('mobilenet_v1_025', image_size=SIZE,
+                                progress=False)
+    config = DEFAULTS._replace(
+        optimizer='sgd', learning_rate=0.5, learning_rate_decay_type='fixed',
+        fine_tune_batch_norm=False, weight_decay=0.004, batch_size=BATCH,
+        image_size=SIZE, max_steps=1)
+    return spec._replace(num_classes=CLASSES), config
+
+
+def _constant_inputs(images, labels):
+    return lambda: (tf.constant(images), tf.constant(labels, tf.int64))
+
+
+def _values(prefix, names):
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name in names}
+
+
+def test_two_sync_workers_of_batch_b_step_as_one_process_of_2b(tmp_path):
+    """Batch norm frozen (fine_tune_batch_norm=False): in training mode each
+    worker would normalize with its own batch's statistics.  The single
+    step and the workers start from the same checkpoint (the chief restores
+    it through the scaffold's init_fn)."""
+    spec, config = _spec_and_config()
+    rng = np.random.RandomState(0)
+    images = rng.uniform(-1, 1, (2 * BATCH, SIZE, SIZE, 3)).astype(np.float32)
+    labels = rng.randint(0, CLASSES, 2 * BATCH)
+
+    # One process, batch 2B.
+    start = str(tmp_path / 'start' / 'model.ckpt')
+    with tf.Graph().as_default():
+        tf.set_random_seed(0)
+        parts = training.build_train_graph(
+            spec, config._replace(batch_size=2 * BATCH),
+            _constant_inputs(images, labels),
+            model_deploy.DeploymentConfig())
+        trainable = tf.trainable_variables()
+        names = [v.op.name for v in trainable]
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver().save(sess, start, write_meta_graph=False)
+            before = dict(zip(names, sess.run(trainable)))
+            single_loss = sess.run([parts.train_op, parts.total_loss])[1]
+            single = dict(zip(names, sess.run(trainable)))
+
+    # 1 ps + 2 workers in this process, batch B each.
+    ps_port, *worker_ports = free_ports(3)
+    hosts = dict(ps_hosts='127.0.0.1:%d' % ps_port,
+                 worker_hosts=','.join('127.0.0.1:%d' % p
+                                       for p in worker_ports))
+    roles = [cluster_lib.from_hosts(job_name='worker', task_index=k, **hosts)
+             for k in range(2)]
+    ps_role = cluster_lib.from_hosts(job_name='ps', task_index=0, **hosts)
+    servers = [distributed.start_server(role) for role in [ps_role] + roles]
+    graphs = []
+    for role, part in zip(roles, np.split(np.arange(2 * BATCH), 2)):
+        graph = tf.Graph()
+        with graph.as_default(), tf.device(distributed.device_setter(role)):
+            built = training.build_train_graph(
+                spec, config, _constant_inputs(images[part], labels[part]),
+                distributed.deployment_config(role), replicas_to_aggregate=2)
+            variables = {v.op.name: v for v in tf.global_variables()}
+            assert {tf.DeviceSpec.from_string(variables[n].device).job
+                    for n in names} == {'ps'}
+            init_fn = checkpoints.init_fn(start, var_list=tf.model_variables(),
+                                          moving_average=False) \
+                if role.is_chief else None
+        graphs.append((graph, built, init_fn))
+
+    outcome = {}
+
+    def work(index):
+        graph, built, init_fn = graphs[index]
+        try:
+            with graph.as_default():
+                outcome[index] = distributed.run_worker(
+                    roles[index], servers[1 + index].target, built.train_op,
+                    built.total_loss, built.global_step, max_steps=1,
+                    train_dir=str(tmp_path / 'run'), init_fn=init_fn,
+                    sync_optimizer=built.sync_optimizer)
+        except Exception as error:  # pylint: disable=broad-except
+            outcome[index] = error
+
+    def serve():
+        outcome['ps'] = distributed.serve(ps_role, server=servers[0])
+
+    threads = [threading.Thread(target=work, args=(k,), daemon=True)
+               for k in range(2)] + [threading.Thread(target=serve,
+                                                      daemon=True)]
+    began = time.time()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(THREAD_LIMIT_SECONDS - (time.time() - began))
+    assert not any(t.is_alive() for t in threads), outcome
+    for index in range(2):
+        assert not isinstance(outcome[index], Exception), outcome[index]
+    assert sorted(outcome['ps']) == [0, 1]     # the ps saw both done
+    first, last, losses = outcome[0]
+    assert (first, last, len(losses)) == (0, 1, 1)
+    # Each worker's loss is its half's; their mean is the 2B loss.
+    mean_loss = (outcome[0][2][0] + outcome[1][2][0]) / 2
+    assert mean_loss == pytest.approx(single_loss, abs=1e-5)
+
+    final = tf.train.latest_checkpoint(str(tmp_path / 'run'))
+    assert final.endswith('model.ckpt-1')
+    workers = _values(final, names)
+    moved = max(np.abs(single[n] - before[n]).max() for n in names)
+    assert moved > 1e-2
+    difference = max(np.abs(workers[n] - single[n]).max() /
+                     max(1.0, np.abs(single[n]).max()) for n in names)
+    print('2 sync workers of B against one process of 2B: max scaled '
+          'difference %.2g (loss %.6f vs %.6f), %.1f s' % (
+              difference, mean_loss, single_loss, time.time() - began))
+    assert difference < 1e-5, difference
+
+
+# ------------------------------------------------------ the command line
+
+PROCESS_LIMIT_SECONDS = 240   # the whole cluster, start to end
+PS_EXIT_SECONDS = 60          # after the last worker
+
+
+def _write_class_folders(folder, classes=2, per_class=4):
+    import tensorflow as tf2
+    rng = np.random.RandomState(0)
+    for index in range(classes):
+        os.makedirs(folder / ('class%d' % index))
+        for number in range(per_class):
+            pixels = np.full((40, 40, 3), 90 * index, np.int32) + \
+                rng.randint(0, 60, (40, 40, 3))
+            (folder / ('class%d' % index) / ('%d.png' % number)).write_bytes(
+                tf2.io.encode_png(pixels.astype(np.uint8)).numpy())
+    return folder
+
+
+def _end(processes):
+    """Ends every process still running, by its PID."""
+    for process in processes:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
+def test_one_ps_two_sync_workers_through_the_command_line(tmp_path):
+    """`python -m slimnets train` as 1 ps + 2 workers with --sync-replicas
+    (worker 1 placed by TF_CONFIG): the workers train to step 6 and exit 0,
+    the ps ends by itself."""
+    data = _write_class_folders(tmp_path / 'data')
+    ps_port, *worker_ports = free_ports(3)
+    common = [sys.executable, '-m', 'slimnets', 'train', '--train-dir',
+              str(tmp_path / 'run'), '--data', str(data), '--model',
+              'mobilenet_v1_025', '--image-size', '32', '--batch-size', '2',
+              '--max-steps', str(STEPS), '--save-every-steps', '3',
+              '--optimizer', 'sgd', '--no-progress', '--sync-replicas']
+    ps = '127.0.0.1:%d' % ps_port
+    workers = ['127.0.0.1:%d' % p for p in worker_ports]
+    hosts = ['--ps_hosts', ps, '--worker-hosts', ','.join(workers)]
+    env = dict(os.environ)
+    env.pop('TF_CONFIG', None)
+    roles = [('ps', 0), ('worker', 0), ('worker', 1)]
+    logs = {role: open(tmp_path / ('%s%d.log' % role), 'w+')
+            for role in roles}
+    processes = {}
+    began = time.time()
+    try:
+        for job, index in roles[:2]:
+            processes[job, index] = subprocess.Popen(
+                common + hosts + ['--job-name', job, '--task_index',
+                                  str(index)],
+                stdout=logs[job, index], stderr=subprocess.STDOUT, env=env)
+        # Worker 1 from TF_CONFIG, as Kubernetes TFJob writes it: worker 0
+        # is the "chief" job there, so this is TF_CONFIG's worker 0.
+        env['TF_CONFIG'] = json.dumps({
+            'cluster': {'chief': [workers[0]], 'worker': [workers[1]],
+                        'ps': [ps]},
+            'task': {'type': 'worker', 'index': 0}})
+        processes['worker', 1] = subprocess.Popen(
+            common, stdout=logs['worker', 1], stderr=subprocess.STDOUT,
+            env=env)
+        ended = {}
+        while len(ended) < len(roles):
+            for role, process in processes.items():
+                if role not in ended and process.poll() is not None:
+                    ended[role] = time.time()
+            elapsed = time.time() - began
+            workers_done = all(r in ended for r in roles[1:])
+            if elapsed > PROCESS_LIMIT_SECONDS or (workers_done and (
+                    time.time() - max(ended[r] for r in roles[1:]) >
+                    PS_EXIT_SECONDS)):
+                break
+            time.sleep(0.2)
+        output = {}
+        for role in roles:
+            logs[role].seek(0)
+            output[role] = logs[role].read()
+        for role in roles:
+            assert role in ended, '%s%d still running after %.0f s:\n%s' % (
+                role + (time.time() - began, output[role][-3000:]))
+            assert processes[role].returncode == 0, output[role][-3000:]
+    finally:
+        _end(processes.values())
+        for handle in logs.values():
+            handle.close()
+    last_worker = max(ended[r] for r in roles[1:])
+    print('cluster: workers done in %.1f s, the ps %.1f s after them' % (
+        last_worker - began, ended['ps', 0] - last_worker))
+    assert 'global step %d' % STEPS in output['worker', 0]
+    assert 'worker 1 of 2 (1 ps task, 2 workers; from TF_CONFIG)' in \
+        output['worker', 1]
+    assert 'all 2 workers are done' in output['ps', 0]
+    final = tf.train.latest_checkpoint(str(tmp_path / 'run'))
+    assert final.endswith('model.ckpt-%d' % STEPS)
+    reader = tf.train.load_checkpoint(final)
+    assert int(reader.get_tensor('global_step')) >= STEPS
+    assert 'MobilenetV1/Logits/Conv2d_1c_1x1/weights' in \
+        reader.get_variable_to_shape_map()
+    assert (tmp_path / 'run' / 'labels.txt').read_text().split() == [
+        'class0', 'class1']
+    assert any(name.startswith('events.') for name in
+               os.listdir(tmp_path / 'run'))    # the chief's summaries
