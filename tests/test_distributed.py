@@ -5,7 +5,6 @@ a parameter server ends once the workers are done."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,25 +22,13 @@ from slimnets import training
 from slimnets.deployment import model_deploy
 from slimnets.train_config import DEFAULTS
 
+from conftest import free_ports
+
 BATCH = 3          # per worker
 SIZE = 64
 CLASSES = 5
 THREAD_LIMIT_SECONDS = 120
 STEPS = 6
-
-
-def free_ports(count):
-    """`count` distinct free TCP ports on 127.0.0.1."""
-    sockets = []
-    try:
-        for _ in range(count):
-            handle = socket.socket()
-            handle.bind(('127.0.0.1', 0))
-            sockets.append(handle)
-        return [handle.getsockname()[1] for handle in sockets]
-    finally:
-        for handle in sockets:
-            handle.close()
 
 
 def _spec_and_config():
