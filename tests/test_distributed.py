@@ -4,6 +4,7 @@ a parameter server ends once the workers are done."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ BATCH = 3          # per worker
 SIZE = 64
 CLASSES = 5
 THREAD_LIMIT_SECONDS = 120
-STEPS = 6
+CLI_STEPS = 30
 
 
 def _spec_and_config():
@@ -176,25 +177,61 @@ def _end(processes):
             process.wait(10)
 
 
+def _checkpoint_step(train_dir):
+    latest = tf.train.latest_checkpoint(str(train_dir))
+    return -1 if latest is None else int(latest.rsplit('-', 1)[1])
+
+
+def _wait(processes, logs, roles, began):
+    """Polls until every role's process ended (or the time limits ran
+    out); returns ({role: end time}, {role: its log})."""
+    ended = {}
+    while len(ended) < len(roles):
+        for role in roles:
+            if role not in ended and processes[role].poll() is not None:
+                ended[role] = time.time()
+        workers = [r for r in roles if r[0] == 'worker']
+        if time.time() - began > PROCESS_LIMIT_SECONDS or (
+                all(r in ended for r in workers) and time.time() - max(
+                    ended[r] for r in workers) > PS_EXIT_SECONDS):
+            break
+        time.sleep(0.2)
+    output = {}
+    for role in roles:
+        logs[role].flush()
+        logs[role].seek(0)
+        output[role] = logs[role].read()
+    return ended, output
+
+
 def test_one_ps_two_sync_workers_through_the_command_line(tmp_path):
     """`python -m slimnets train` as 1 ps + 2 workers with --sync-replicas
-    (worker 1 placed by TF_CONFIG): the workers train to step 6 and exit 0,
-    the ps ends by itself."""
+    (worker 1 placed by TF_CONFIG).  Worker 1 is killed once the chief has
+    written the checkpoint of step 3 and started again: without it no
+    synchronous step can complete, so the run ending proves that it
+    rejoined.  Both workers exit 0 at the last step, the ps by itself."""
     data = _write_class_folders(tmp_path / 'data')
     ps_port, *worker_ports = free_ports(3)
+    train_dir = tmp_path / 'run'
     common = [sys.executable, '-m', 'slimnets', 'train', '--train-dir',
-              str(tmp_path / 'run'), '--data', str(data), '--model',
+              str(train_dir), '--data', str(data), '--model',
               'mobilenet_v1_025', '--image-size', '32', '--batch-size', '2',
-              '--max-steps', str(STEPS), '--save-every-steps', '3',
+              '--max-steps', str(CLI_STEPS), '--save-every-steps', '3',
               '--optimizer', 'sgd', '--no-progress', '--sync-replicas']
     ps = '127.0.0.1:%d' % ps_port
     workers = ['127.0.0.1:%d' % p for p in worker_ports]
     hosts = ['--ps_hosts', ps, '--worker-hosts', ','.join(workers)]
     env = dict(os.environ)
     env.pop('TF_CONFIG', None)
+    # Worker 1 from TF_CONFIG, as Kubernetes TFJob writes it: worker 0 is
+    # the "chief" job there, so this is TF_CONFIG's worker 0.
+    worker_env = dict(env, TF_CONFIG=json.dumps({
+        'cluster': {'chief': [workers[0]], 'worker': [workers[1]],
+                    'ps': [ps]},
+        'task': {'type': 'worker', 'index': 0}}))
     roles = [('ps', 0), ('worker', 0), ('worker', 1)]
     logs = {role: open(tmp_path / ('%s%d.log' % role), 'w+')
-            for role in roles}
+            for role in roles + [('killed', 1)]}
     processes = {}
     began = time.time()
     try:
@@ -203,31 +240,21 @@ def test_one_ps_two_sync_workers_through_the_command_line(tmp_path):
                 common + hosts + ['--job-name', job, '--task_index',
                                   str(index)],
                 stdout=logs[job, index], stderr=subprocess.STDOUT, env=env)
-        # Worker 1 from TF_CONFIG, as Kubernetes TFJob writes it: worker 0
-        # is the "chief" job there, so this is TF_CONFIG's worker 0.
-        env['TF_CONFIG'] = json.dumps({
-            'cluster': {'chief': [workers[0]], 'worker': [workers[1]],
-                        'ps': [ps]},
-            'task': {'type': 'worker', 'index': 0}})
+        processes['killed', 1] = subprocess.Popen(
+            common, stdout=logs['killed', 1], stderr=subprocess.STDOUT,
+            env=worker_env)
+        while _checkpoint_step(train_dir) < 3:   # (the chief saves step 0)
+            assert all(p.poll() is None for p in processes.values()), \
+                'a process ended before the checkpoint of step 3'
+            assert time.time() - began < PROCESS_LIMIT_SECONDS
+            time.sleep(0.05)
+        os.kill(processes['killed', 1].pid, signal.SIGKILL)
+        processes['killed', 1].wait(10)
+        killed_at = time.time()
         processes['worker', 1] = subprocess.Popen(
             common, stdout=logs['worker', 1], stderr=subprocess.STDOUT,
-            env=env)
-        ended = {}
-        while len(ended) < len(roles):
-            for role, process in processes.items():
-                if role not in ended and process.poll() is not None:
-                    ended[role] = time.time()
-            elapsed = time.time() - began
-            workers_done = all(r in ended for r in roles[1:])
-            if elapsed > PROCESS_LIMIT_SECONDS or (workers_done and (
-                    time.time() - max(ended[r] for r in roles[1:]) >
-                    PS_EXIT_SECONDS)):
-                break
-            time.sleep(0.2)
-        output = {}
-        for role in roles:
-            logs[role].seek(0)
-            output[role] = logs[role].read()
+            env=worker_env)
+        ended, output = _wait(processes, logs, roles, began)
         for role in roles:
             assert role in ended, '%s%d still running after %.0f s:\n%s' % (
                 role + (time.time() - began, output[role][-3000:]))
@@ -237,19 +264,54 @@ def test_one_ps_two_sync_workers_through_the_command_line(tmp_path):
         for handle in logs.values():
             handle.close()
     last_worker = max(ended[r] for r in roles[1:])
-    print('cluster: workers done in %.1f s, the ps %.1f s after them' % (
-        last_worker - began, ended['ps', 0] - last_worker))
-    assert 'global step %d' % STEPS in output['worker', 0]
-    assert 'worker 1 of 2 (1 ps task, 2 workers; from TF_CONFIG)' in \
-        output['worker', 1]
+    print('cluster: worker 1 killed after %.1f s, workers done %.1f s after '
+          'its restart, the ps %.1f s after them' % (
+              killed_at - began, last_worker - killed_at,
+              ended['ps', 0] - last_worker))
+    chief, rejoined = output['worker', 0], output['worker', 1]
+    assert 'global step %d' % CLI_STEPS in chief
+    assert 'worker 1 of 2 (1 ps task, 2 workers; from TF_CONFIG)' in rejoined
+    # The restarted worker joined mid-run: its first step was not 0.
+    first = int(re.search(r'steps (\d+)\.\.%d' % CLI_STEPS,
+                          rejoined).group(1))
+    assert 3 <= first < CLI_STEPS, rejoined[-2000:]
     assert 'all 2 workers are done' in output['ps', 0]
-    final = tf.train.latest_checkpoint(str(tmp_path / 'run'))
-    assert final.endswith('model.ckpt-%d' % STEPS)
-    reader = tf.train.load_checkpoint(final)
-    assert int(reader.get_tensor('global_step')) >= STEPS
+    final = tf.train.latest_checkpoint(str(train_dir))
+    assert final.endswith('model.ckpt-%d' % CLI_STEPS)
     assert 'MobilenetV1/Logits/Conv2d_1c_1x1/weights' in \
-        reader.get_variable_to_shape_map()
-    assert (tmp_path / 'run' / 'labels.txt').read_text().split() == [
+        tf.train.load_checkpoint(final).get_variable_to_shape_map()
+    assert (train_dir / 'labels.txt').read_text().split() == [
         'class0', 'class1']
     assert any(name.startswith('events.') for name in
-               os.listdir(tmp_path / 'run'))    # the chief's summaries
+               os.listdir(train_dir))    # the chief's summaries
+
+
+def test_a_restarted_chief_resumes_from_its_last_checkpoint(tmp_path):
+    """A chief started again, with the ps still up and after the whole
+    cluster was restarted (a new ps: the variables are gone from the
+    servers), restores train_dir's last checkpoint and continues from its
+    step.  Asynchronous, 1 ps + 1 worker, servers in this process (the role
+    names the worker's server as its master, so `train` starts none)."""
+    data = _write_class_folders(tmp_path / 'data')
+    options = dict(train_dir=str(tmp_path / 'run'), data=str(data),
+                   model='mobilenet_v1_025', image_size=32, batch_size=2,
+                   optimizer='sgd', save_every_steps=2, progress=False)
+
+    def start_cluster():
+        ps_port, worker_port = free_ports(2)
+        hosts = dict(ps_hosts='127.0.0.1:%d' % ps_port,
+                     worker_hosts='127.0.0.1:%d' % worker_port)
+        distributed.start_server(cluster_lib.from_hosts(job_name='ps',
+                                                        **hosts))
+        role = cluster_lib.from_hosts(job_name='worker', **hosts)
+        return role._replace(master=distributed.start_server(role).target)
+
+    role = start_cluster()
+    results = [training.train(max_steps=2, cluster=role, **options),
+               training.train(max_steps=4, cluster=role, **options),
+               training.train(max_steps=6, cluster=start_cluster(),
+                              **options)]
+    assert [(r.first_step, r.last_step, r.resumed, len(r.losses))
+            for r in results] == [(0, 2, False, 2), (2, 4, True, 2),
+                                  (4, 6, True, 2)]
+    assert results[-1].checkpoint.endswith('model.ckpt-6')
