@@ -189,7 +189,8 @@ class _EndChiefQueueRunner(tf.train.SessionRunHook):
 
 def run_worker(cluster, target, train_op, total_loss, global_step,
                max_steps, train_dir=None, init_fn=None, sync_optimizer=None,
-               save_every_steps=100, summary_every_steps=10, progress=False):
+               save_every_steps=100, summary_every_steps=10, progress=False,
+               hooks=()):
     """Trains as one worker until the global step reaches `max_steps`.
 
     Builds its last ops (the done reports, the saver) in the default graph,
@@ -205,13 +206,15 @@ def run_worker(cluster, target, train_op, total_loss, global_step,
       init_fn: `fn(session)` the chief runs after initializing the
         variables when `train_dir` has no checkpoint.
       sync_optimizer: the graph's tf.train.SyncReplicasOptimizer, if any.
+      hooks: more tf.train.SessionRunHooks (every worker's).
 
     Returns:
       (first global step, last global step, this worker's losses).
     """
     done = done_ops(cluster)
     steps = _Steps(global_step)
-    hooks = [tf.train.StopAtStepHook(last_step=max_steps), steps]
+    hooks = [tf.train.StopAtStepHook(last_step=max_steps), steps] + list(
+        hooks)
     if sync_optimizer is not None:
         # No initial tokens: each worker's first gradient waits for the
         # first synchronous step (else one worker could take the first
