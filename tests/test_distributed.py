@@ -315,3 +315,31 @@ def test_a_restarted_chief_resumes_from_its_last_checkpoint(tmp_path):
             for r in results] == [(0, 2, False, 2), (2, 4, True, 2),
                                   (4, 6, True, 2)]
     assert results[-1].checkpoint.endswith('model.ckpt-6')
+
+
+@pytest.mark.parametrize('options', [
+    dict(optimizer='momentum', moving_average_decay=0.99),
+    dict(quantize_delay=0, fine_tune_batch_norm=True)])
+def test_every_variable_of_a_worker_lives_on_the_ps(options):
+    """Slots, moving averages, batch-norm statistics and quantization
+    ranges are shared through the ps tasks (round robin), the sync step's
+    local step stays on the worker.  Graph only: no server is needed."""
+    spec, config = _spec_and_config()
+    role = cluster_lib.from_hosts('127.0.0.1:1,127.0.0.1:2',
+                                  '127.0.0.1:3,127.0.0.1:4', 'worker', 1)
+    with tf.Graph().as_default(), tf.device(distributed.device_setter(role)):
+        parts = training.build_train_graph(
+            spec, config._replace(**options),
+            lambda: (tf.zeros([BATCH, SIZE, SIZE, 3]),
+                     tf.zeros([BATCH], tf.int64)),
+            distributed.deployment_config(role), replicas_to_aggregate=2)
+        parts.sync_optimizer.ready_for_local_init_op.mark_used()
+        jobs = {(spec_.job, spec_.task) for spec_ in (
+            tf.DeviceSpec.from_string(v.device) for v in tf.global_variables())}
+        local = {tf.DeviceSpec.from_string(v.device).job
+                 for v in tf.local_variables()}
+        assert any('ExponentialMovingAverage' in v.op.name or
+                   'min' in v.op.name for v in tf.global_variables())
+    assert jobs == {('ps', 0), ('ps', 1)}
+    assert local == {'worker'}
+    assert tf.DeviceSpec.from_string(parts.train_op.device).job == 'worker'
