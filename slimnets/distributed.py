@@ -122,11 +122,17 @@ def serve(cluster, server=None):
               cluster.ps_hosts[cluster.task_index])
     graph = tf.Graph()
     with graph.as_default():
-        token = _done_queue(cluster.task_index).dequeue()
+        queue = _done_queue(cluster.task_index)
+        size, token = queue.size(), queue.dequeue()
     finished = []
     with tf.Session(server.target, graph=graph,
                     config=session_config(cluster)) as sess:
-        while len(set(finished)) < cluster.num_workers:
+        while len(finished) < cluster.num_workers:
+            # Polled (only this task dequeues), so that Ctrl-C ends the
+            # wait: a blocked dequeue would not return to Python.
+            if not sess.run(size):
+                time.sleep(WAIT_SECONDS)
+                continue
             index = int(sess.run(token))
             if index not in finished:
                 finished.append(index)

@@ -10,6 +10,10 @@ checkpoints are written every `save_every_steps` and at the end, with a
 `labels.txt` beside them (the class names, one per line, in index order)
 and a `model.json` (network, keyword arguments, input size, classes), which
 `slimnets eval`, `classify` and `export` read.
+
+One graph builder (`build_train_graph`) serves one process and a worker of
+a cluster; with `cluster=` the variables live on parameter servers and
+`slimnets.distributed` runs the session (see there).
 """
 
 import collections

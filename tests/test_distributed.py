@@ -343,3 +343,33 @@ def test_every_variable_of_a_worker_lives_on_the_ps(options):
     assert jobs == {('ps', 0), ('ps', 1)}
     assert local == {'worker'}
     assert tf.DeviceSpec.from_string(parts.train_op.device).job == 'worker'
+
+
+def test_ctrl_c_ends_a_waiting_ps(tmp_path):
+    """A ps waiting for workers that never come ends on Ctrl-C with one
+    line (its wait polls, so the interrupt is not held in TensorFlow)."""
+    ps_port, worker_port = free_ports(2)
+    log = tmp_path / 'ps.log'
+    with open(log, 'w') as handle:
+        process = subprocess.Popen(
+            [sys.executable, '-m', 'slimnets', 'train', '--train-dir',
+             str(tmp_path / 'run'), '--data', str(tmp_path), '--ps-hosts',
+             '127.0.0.1:%d' % ps_port, '--worker-hosts',
+             '127.0.0.1:%d' % worker_port, '--job-name', 'ps'],
+            stdout=handle, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        began = time.time()
+        while 'serving at' not in log.read_text():     # the server is up
+            assert process.poll() is None, log.read_text()
+            assert time.time() - began < PS_EXIT_SECONDS, log.read_text()
+            time.sleep(0.1)
+        time.sleep(2 * distributed.WAIT_SECONDS)
+        process.send_signal(signal.SIGINT)
+        process.wait(30)
+    finally:
+        _end([process])
+    assert process.returncode == 1
+    assert log.read_text().strip().splitlines()[-1] == (
+        'slimnets train: error: interrupted (Ctrl-C); nothing half-written '
+        'was kept')
