@@ -10,7 +10,7 @@ Subcommands (each a thin layer over the Python API named in its help):
   train     fine-tune a checkpoint on new classes     (slimnets.training)
   data      build TFRecord shards from class folders  (slimnets.dataset_build)
   doctor    check this installation offline
-Errors are one line on stderr and exit status 1.
+Errors are one line on stderr and exit status 1 (2 for a usage error).
 """
 
 import argparse
@@ -24,12 +24,14 @@ import time
 # Only modules that do not import TensorFlow are imported here, so that
 # `slimnets --help` and `slimnets CMD --help` answer at once; each command
 # imports the (TensorFlow) modules it uses when it runs.
+from slimnets import cluster
 from slimnets import fileio
 from slimnets import images as image_files
 from slimnets import registry
 from slimnets import tflog
 from slimnets import train_config
 from slimnets.errors import SlimnetsError
+from slimnets.errors import UsageError
 
 # ---------------------------------------------------------------- arguments
 # Every numeric option is range-checked where it is parsed: a bad value is a
@@ -446,7 +448,24 @@ def command_export(args):
                                           100 * report.top1_agreement))
 
 
+def _cluster_role(args):
+    """This process's place in a cluster (flags, else TF_CONFIG; None for
+    one process) and the gradients one synchronous step aggregates."""
+    role = cluster.resolve(args.ps_hosts, args.worker_hosts, args.job_name,
+                           args.task_index)
+    return role, cluster.replicas_to_aggregate(role, args.sync_replicas,
+                                               args.replicas_to_aggregate)
+
+
 def command_train(args):
+    role, replicas = _cluster_role(args)   # usage errors before TensorFlow
+    if role is not None and role.is_ps:
+        from slimnets import distributed  # pylint: disable=import-outside-toplevel
+        finished = distributed.serve(role)
+        print('%s: all %d workers are done (%s)' % (
+            role.describe(), len(finished),
+            ', '.join(str(i) for i in finished)))
+        return
     from slimnets import training  # pylint: disable=import-outside-toplevel
     options = {name: getattr(args, name) for name in train_config.TrainConfig._fields
                if getattr(args, name, None) is not None}
@@ -461,7 +480,8 @@ def command_train(args):
         checkpoint_exclude_scopes=exclude, trainable_scopes=trainable,
         progress=not args.no_progress, cache_dir=args.cache_dir,
         split=args.split, num_clones=args.num_clones,
-        clone_on_cpu=args.clone_on_cpu, **options)
+        clone_on_cpu=args.clone_on_cpu, cluster=role,
+        replicas_to_aggregate=replicas, **options)
     if result.resumed:
         print('resumed at step %d' % result.first_step)
     if result.losses:
@@ -471,7 +491,10 @@ def command_train(args):
             result.first_step, result.last_step, sum(head) / len(head),
             len(head), sum(tail) / len(tail), len(tail)))
     print('classes: %s' % ', '.join(result.class_names))
-    print('checkpoint: %s' % result.checkpoint)
+    if role is not None:
+        print('%s: global step %d' % (role.describe(), result.last_step))
+    if result.checkpoint:
+        print('checkpoint: %s' % result.checkpoint)
 
 
 def command_data_build(args):
@@ -496,6 +519,40 @@ def command_data_build(args):
     for path, reason in report.skipped:
         print('  %s: %s' % (path, reason))
     print('output: %s' % report.output)
+
+
+def hosts(text):
+    """A comma list of host:port."""
+    try:
+        return ','.join(cluster.parse_hosts(text))
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_cluster_arguments(command):
+    """Training across processes and machines (research/slim's spellings
+    too); without them TF_CONFIG is read, else one process trains."""
+    group = command.add_argument_group(
+        'cluster', 'train on TensorFlow\'s distributed runtime: parameter '
+        'servers hold the variables, workers compute; worker 0 (the chief) '
+        'restores and writes checkpoints.  Without these, TF_CONFIG is read')
+    group.add_argument('--ps-hosts', '--ps_hosts', type=hosts,
+                       metavar='H:P,...', help='the parameter servers')
+    group.add_argument('--worker-hosts', '--worker_hosts', type=hosts,
+                       metavar='H:P,...', help='the workers (the first is '
+                       'the chief)')
+    group.add_argument('--job-name', '--job_name', choices=cluster.JOBS,
+                       help='this process\'s job')
+    group.add_argument('--task-index', '--task_index', type=non_negative_int,
+                       metavar='K', help='this process\'s index in its job '
+                       '(default 0)')
+    group.add_argument('--sync-replicas', '--sync_replicas',
+                       action='store_true', help='synchronous steps: '
+                       'average the workers\' gradients '
+                       '(SyncReplicasOptimizer)')
+    group.add_argument('--replicas-to-aggregate', '--replicas_to_aggregate',
+                       type=positive_int, metavar='R', help='gradients per '
+                       'synchronous step (default: the workers)')
 
 
 def build_parser():
@@ -709,6 +766,7 @@ def build_parser():
         train.add_argument(*flags, type=kind, choices=choices, dest=name,
                            help='default %s' % (value,))
     train.add_argument('--no-progress', action='store_true')
+    add_cluster_arguments(train)
     add_cache_argument(train)
     train.set_defaults(handler=command_train)
 
@@ -784,7 +842,7 @@ def main(argv=None):
             raise
         print('slimnets %s: error: %s' % (args.command, one_line(error)),
               file=sys.stderr)
-        return 1
+        return 2 if isinstance(error, UsageError) else 1
     return 0
 
 

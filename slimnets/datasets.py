@@ -481,21 +481,43 @@ def _read_error(source, error):
 
 
 def training_dataset(source, image_size, batch_size, seed=None,
-                     shuffle_buffer=SHUFFLE_BUFFER):
+                     shuffle_buffer=SHUFFLE_BUFFER, shard=None,
+                     num_shards=None):
     """Endless batches (images [B, size, size, 3], labels [B] int64) with
     Inception train preprocessing, shuffled (file list, then a buffer of
-    `shuffle_buffer` examples), decoded in parallel and prefetched."""
+    `shuffle_buffer` examples), decoded in parallel and prefetched.
+
+    With `num_shards` (the workers of a cluster), only shard `shard`: every
+    `num_shards`-th image of a folder tree, or of the TFRecord files (of
+    the records, in file order, when there are fewer files than shards).
+    """
     if source.kind == 'folder':
+        files, labels = source.files, source.labels
+        if num_shards:
+            files = files[shard::num_shards]
+            labels = labels[shard::num_shards]
+            if not files:
+                raise InputError('%s has %d images: too few for %d workers'
+                                 % (source.description, len(source.files),
+                                    num_shards))
         dataset = tf.data.Dataset.from_tensor_slices(
-            (source.files, np.array(source.labels, np.int64)))
+            (files, np.array(labels, np.int64)))
         # Paths are small: the whole list is reshuffled every epoch.
-        dataset = dataset.shuffle(len(source.files), seed=seed,
+        dataset = dataset.shuffle(len(files), seed=seed,
                                   reshuffle_each_iteration=True).repeat()
         dataset = dataset.map(
             lambda path, label: (tf.io.read_file(path), label),
             num_parallel_calls=AUTOTUNE)
+    elif num_shards and len(source.files) < num_shards:
+        dataset = tf.data.TFRecordDataset(source.files).shard(
+            num_shards, shard).repeat()
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed,
+                                  reshuffle_each_iteration=True)
+        dataset = dataset.map(_parse, num_parallel_calls=AUTOTUNE)
     else:
-        dataset = _records(source.files, deterministic=seed is not None,
+        files = source.files[shard::num_shards] if num_shards \
+            else source.files
+        dataset = _records(files, deterministic=seed is not None,
                            shuffle_seed=seed, repeat=True)
         dataset = dataset.shuffle(shuffle_buffer, seed=seed,
                                   reshuffle_each_iteration=True)

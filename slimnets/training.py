@@ -10,17 +10,24 @@ checkpoints are written every `save_every_steps` and at the end, with a
 `labels.txt` beside them (the class names, one per line, in index order)
 and a `model.json` (network, keyword arguments, input size, classes), which
 `slimnets eval`, `classify` and `export` read.
+
+One graph builder (`build_train_graph`) serves one process and a worker of
+a cluster; with `cluster=` the variables live on parameter servers and
+`slimnets.distributed` runs the session (see there).
 """
 
 import collections
+import contextlib
 import glob
 import logging
 import os
 
 import tensorflow.compat.v1 as tf
+from tensorflow.python.util import deprecation  # pylint: disable=g-direct-tensorflow-import
 
 from slimnets import checkpoints
 from slimnets import datasets
+from slimnets import distributed
 from slimnets import fileio
 from slimnets import models
 from slimnets import nets_factory
@@ -126,11 +133,95 @@ def _logits_scope(network_scope_name):
     return network_scope_name + '/Logits'
 
 
+TrainGraph = collections.namedtuple('TrainGraph', [
+    'global_step', 'train_op', 'total_loss', 'sync_optimizer',
+    'network_scope'])
+
+
+def build_train_graph(spec, config, inputs_fn, deploy_config,
+                      trainable_scopes=None, steps_per_epoch=1,
+                      replicas_to_aggregate=None):
+    """The training graph, in the default graph (one process or a worker).
+
+    Args:
+      spec: the ModelSpec (its num_classes is the new head's).
+      config: a TrainConfig.
+      inputs_fn: called once per clone, returns (images [B, S, S, 3]
+        float32, labels [B] int64).
+      deploy_config: a model_deploy.DeploymentConfig.
+      trainable_scopes: only these scopes train (default all).
+      steps_per_epoch: global steps per epoch (the decay schedules).
+      replicas_to_aggregate: gradients one synchronous step averages over
+        the `deploy_config.num_replicas` workers (a
+        tf.train.SyncReplicasOptimizer, which also applies the moving
+        averages); None: every step applies its own gradients.
+
+    Returns:
+      A TrainGraph: global_step, train_op (one step), total_loss, the
+      sync_optimizer (or None) and the network's scope name.
+    """
+    with tf.device(deploy_config.variables_device()):
+        global_step = tf.train.get_or_create_global_step()
+
+    def clone_fn():
+        """One clone: a batch, the network, its loss (LOSSES)."""
+        images, labels = inputs_fn()
+        logits = _build(spec, images, config)
+        tf.losses.softmax_cross_entropy(
+            tf.one_hot(labels, spec.num_classes), logits,
+            label_smoothing=config.label_smoothing)
+        return logits
+
+    clones = model_deploy.create_clones(deploy_config, clone_fn)
+    if config.quantize_delay is not None and config.quantize_delay >= 0:
+        # train_image_classifier's --quantize_delay, at its place: every
+        # clone built, no gradient yet.
+        quantize.create_training_graph(tf.get_default_graph(),
+                                       config.quantize_delay)
+    network_scope = tf.model_variables()[0].op.name.split('/')[0]
+    averages = sync_optimizer = None
+    if config.moving_average_decay:
+        averages = tf.train.ExponentialMovingAverage(
+            config.moving_average_decay, global_step)
+    # SyncReplicasOptimizer and its queue runner log deprecation notices.
+    with tf.device(deploy_config.optimizer_device()), (
+            deprecation.silence() if replicas_to_aggregate
+            else contextlib.nullcontext()):
+        learning_rate = _learning_rate(config, global_step, steps_per_epoch)
+        optimizer = _optimizer(config, learning_rate)
+        if replicas_to_aggregate:
+            # train_image_classifier's --sync_replicas: the chief's queue
+            # runner averages the gradients (and applies the moving
+            # averages) once `replicas_to_aggregate` have arrived.
+            optimizer = sync_optimizer = tf.train.SyncReplicasOptimizer(
+                optimizer, replicas_to_aggregate,
+                total_num_replicas=deploy_config.num_replicas,
+                variable_averages=averages,
+                variables_to_average=tf.model_variables() if averages
+                else None)
+        # model_deploy's loss: each clone's loss / clones, the
+        # regularization once, gradients summed across clones.
+        total_loss, gradients = model_deploy.optimize_clones(
+            clones, optimizer,
+            var_list=_trainable_variables(trainable_scopes))
+        update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS,
+                                       clones[0].scope)
+        train_op = tf.group(*update_ops + [optimizer.apply_gradients(
+            gradients, global_step=global_step)])
+    if averages is not None and sync_optimizer is None:
+        with tf.control_dependencies([train_op]):
+            train_op = averages.apply(tf.model_variables())
+    tf.summary.scalar('total_loss', total_loss)
+    tf.summary.scalar('learning_rate', learning_rate)
+    return TrainGraph(global_step, train_op, total_loss, sync_optimizer,
+                      network_scope)
+
+
 def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
           checkpoint_exclude_scopes=None, trainable_scopes=None,
           moving_average='auto', progress=True, cache_dir=None, split=None,
           num_clones=1, clone_on_cpu=False, ignore_missing_vars=False,
-          **options):
+          cluster=None, replicas_to_aggregate=None, **options):
     """Fine-tunes (or trains) a MobileNet; resumes if `train_dir` has a run.
 
     Args:
@@ -151,15 +242,26 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
         summed, so N clones of batch B step as one of batch N x B).
       ignore_missing_vars: variables the checkpoint lacks keep their
         initial values (research/slim's flag) instead of failing.
+      cluster: a worker's `slimnets.cluster.Cluster` (None: one process):
+        the variables live on the ps tasks, this worker reads its shard of
+        the data, and only the chief (worker 0) restores `checkpoint` and
+        writes to `train_dir`.  Parameter servers run `distributed.serve`.
+      replicas_to_aggregate: with a cluster, synchronous training: each
+        global step averages this many workers' gradients (None:
+        asynchronous, every worker's step is a global step).
       **options: TrainConfig fields (batch_size, max_steps, optimizer, ...).
 
     Returns:
-      A TrainResult.
+      A TrainResult (a worker's losses are its own steps'; `checkpoint` is
+      None on workers other than the chief).
     """
     unknown = set(options) - set(TrainConfig._fields)
     if unknown:
         raise ArgumentTypeError('unknown training options: %s' % ', '.join(
             sorted(unknown)))
+    if cluster is not None and cluster.is_ps:
+        raise InputError('a parameter server does not train: run '
+                         'distributed.serve(cluster) for the ps tasks')
     config = DEFAULTS._replace(**options)
     source = datasets.training_source(data, split)
     class_names = source.class_names
@@ -176,67 +278,63 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
     spec = spec._replace(num_classes=num_classes)
     config = config._replace(image_size=spec.image_size)
     check_resumable(train_dir, spec, class_names)
-    os.makedirs(train_dir, exist_ok=True)
-    remove_partial_checkpoints(train_dir)
-    fileio.write_bytes(os.path.join(train_dir, LABELS_FILE),
-                       ('\n'.join(class_names) + '\n').encode('utf-8'))
-    models.write_model_file(train_dir, spec)
+    chief = cluster is None or cluster.is_chief
+    if chief:
+        os.makedirs(train_dir, exist_ok=True)
+        remove_partial_checkpoints(train_dir)
+        fileio.write_bytes(os.path.join(train_dir, LABELS_FILE),
+                           ('\n'.join(class_names) + '\n').encode('utf-8'))
+        models.write_model_file(train_dir, spec)
 
     graph = tf.Graph()
-    with graph.as_default():
+    with graph.as_default(), (tf.device(distributed.device_setter(cluster))
+                              if cluster else contextlib.nullcontext()):
         if config.seed is not None:
             tf.set_random_seed(config.seed)
-        deploy_config = model_deploy.DeploymentConfig(
-            num_clones=num_clones, clone_on_cpu=clone_on_cpu)
-        with tf.device(deploy_config.variables_device()):
-            global_step = tf.train.get_or_create_global_step()
+        if cluster is None:
+            deploy_config = model_deploy.DeploymentConfig(
+                num_clones=num_clones, clone_on_cpu=clone_on_cpu)
+        else:
+            deploy_config = distributed.deployment_config(
+                cluster, num_clones, clone_on_cpu)
         with tf.device(deploy_config.inputs_device()):
             batches = tf.data.make_one_shot_iterator(
-                datasets.training_dataset(source, config.image_size,
-                                          config.batch_size, config.seed))
-
-        def clone_fn():
-            """One clone: a batch, the network, its loss (LOSSES)."""
-            images, labels = batches.get_next()
-            logits = _build(spec, images, config)
-            tf.losses.softmax_cross_entropy(
-                tf.one_hot(labels, num_classes), logits,
-                label_smoothing=config.label_smoothing)
-            return logits
-
-        clones = model_deploy.create_clones(deploy_config, clone_fn)
-        if config.quantize_delay is not None and config.quantize_delay >= 0:
-            # train_image_classifier's --quantize_delay, at its place: every
-            # clone built, no gradient yet.
-            quantize.create_training_graph(graph, config.quantize_delay)
-        network_scope = tf.model_variables()[0].op.name.split('/')[0]
+                datasets.training_dataset(
+                    source, config.image_size, config.batch_size,
+                    config.seed, shard=cluster and cluster.task_index,
+                    num_shards=cluster and cluster.num_workers))
         steps_per_epoch = 1 if config.learning_rate_decay_type == 'fixed' \
-            else max(1, source.count() // (config.batch_size * num_clones))
-        with tf.device(deploy_config.optimizer_device()):
-            learning_rate = _learning_rate(config, global_step,
-                                           steps_per_epoch)
-            optimizer = _optimizer(config, learning_rate)
-            # model_deploy's loss: each clone's loss / clones, the
-            # regularization once, gradients summed across clones.
-            total_loss, gradients = model_deploy.optimize_clones(
-                clones, optimizer,
-                var_list=_trainable_variables(trainable_scopes))
-            update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS,
-                                           clones[0].scope)
-            train_op = tf.group(*update_ops + [optimizer.apply_gradients(
-                gradients, global_step=global_step)])
-        if config.moving_average_decay:
-            averages = tf.train.ExponentialMovingAverage(
-                config.moving_average_decay, global_step)
-            with tf.control_dependencies([train_op]):
-                train_op = averages.apply(tf.model_variables())
-        saver = tf.train.Saver(max_to_keep=3)
+            else max(1, source.count() // (
+                config.batch_size * num_clones * (replicas_to_aggregate or 1)))
+        parts = build_train_graph(spec, config, batches.get_next,
+                                  deploy_config, trainable_scopes,
+                                  steps_per_epoch, replicas_to_aggregate)
         model_variables = tf.model_variables()
-
         if checkpoint_exclude_scopes is None:
             checkpoint_exclude_scopes = [] if source_classes == num_classes \
-                else [_logits_scope(network_scope)]
-        latest = tf.train.latest_checkpoint(train_dir)
+                else [_logits_scope(parts.network_scope)]
+        latest = tf.train.latest_checkpoint(train_dir) if chief else None
+        if cluster is not None:
+            init_fn = checkpoints.init_fn(
+                prefix, var_list=model_variables,
+                moving_average=moving_average,
+                exclude=checkpoint_exclude_scopes,
+                allow_missing=ignore_missing_vars) \
+                if prefix and chief and not latest else None
+            server = distributed.start_server(cluster) \
+                if not cluster.master else None
+            first_step, last_step, losses = distributed.run_worker(
+                cluster, cluster.master or server.target, parts.train_op,
+                parts.total_loss, parts.global_step, config.max_steps,
+                train_dir=train_dir, init_fn=init_fn,
+                sync_optimizer=parts.sync_optimizer,
+                save_every_steps=config.save_every_steps,
+                summary_every_steps=config.log_every_n_steps,
+                progress=progress)
+            final = tf.train.latest_checkpoint(train_dir) if chief else None
+            return TrainResult(final, first_step, last_step, losses,
+                               class_names, bool(latest))
+        saver = tf.train.Saver(max_to_keep=3)
         session_config = tf.ConfigProto(allow_soft_placement=True)
         with tf.Session(graph=graph, config=session_config) as sess:
             sess.run(tf.global_variables_initializer())
@@ -248,10 +346,11 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
                                     moving_average=moving_average,
                                     exclude=checkpoint_exclude_scopes,
                                     allow_missing=ignore_missing_vars)
-            first_step = int(sess.run(global_step))
-            losses = _run_steps(sess, saver, train_dir, train_op, total_loss,
-                                first_step, config, progress)
-            last_step = int(sess.run(global_step))
+            first_step = int(sess.run(parts.global_step))
+            losses = _run_steps(sess, saver, train_dir, parts.train_op,
+                                parts.total_loss, first_step, config,
+                                progress)
+            last_step = int(sess.run(parts.global_step))
             final = saver.save(sess, os.path.join(train_dir, 'model.ckpt'),
                                global_step=last_step, write_meta_graph=False)
     return TrainResult(final, first_step, last_step, losses, class_names,

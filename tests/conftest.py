@@ -15,6 +15,7 @@ import collections
 import contextlib
 import io
 import os
+import socket
 import subprocess
 import sys
 
@@ -54,6 +55,21 @@ def run_cli_process(*args, cwd=None, env=None, timeout=600):
         [sys.executable, '-m', 'slimnets'] + [str(a) for a in args],
         capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
     return Completed(completed.returncode, completed.stdout, completed.stderr)
+
+
+def free_ports(count):
+    """`count` distinct free TCP ports on 127.0.0.1 (for servers a test
+    starts)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            handle = socket.socket()
+            handle.bind(('127.0.0.1', 0))
+            sockets.append(handle)
+        return [handle.getsockname()[1] for handle in sockets]
+    finally:
+        for handle in sockets:
+            handle.close()
 
 
 def assert_one_line_error(completed, *fragments, status=1):

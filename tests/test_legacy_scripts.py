@@ -1,6 +1,7 @@
 """research/slim's scripts with their own flag lines: train, evaluate and
 export a MobileNet v1 0.25 on a generated flowers-layout TFRecord dataset,
-and the cluster flags refused on one line."""
+inconsistent cluster flags refused on one line, and the reference's
+cluster flags translated onto a cluster role."""
 
 import os
 import shutil
@@ -21,6 +22,7 @@ from slimnets.legacy import export_inference_graph
 from slimnets.legacy import train_image_classifier
 from slimnets.registry import ModelSpec
 
+from conftest import free_ports
 from conftest import run_main
 
 SIZE = 64
@@ -184,14 +186,29 @@ def test_export_inference_graph_flag_line(trained, tmp_path):
 
 
 @pytest.mark.parametrize('module, flags, fragments', [
-    (train_image_classifier, ['--task=1'], ['distributed training',
-                                           '--task=1']),
+    (train_image_classifier, ['--task=1'], ['--num_ps_tasks >= 1']),
     (train_image_classifier, ['--num_ps_tasks=2', '--worker_replicas=2'],
-     ['distributed training', '--num_ps_tasks=2', '--worker_replicas=2']),
+     ['--master', 'grpc://host:port']),
     (train_image_classifier, ['--sync_replicas'],
-     ['distributed training', '--sync_replicas=True']),
+     ['--sync-replicas needs a cluster']),
+    (train_image_classifier, ['--master=grpc://10.0.0.1:2222',
+                              '--num_ps_tasks=1', '--worker_replicas=2',
+                              '--task=2'], ['worker task index 2']),
+    (train_image_classifier, ['--master=grpc://10.0.0.1:2222',
+                              '--num_ps_tasks=1', '--worker_replicas=2',
+                              '--sync_replicas', '--replicas_to_aggregate=3'],
+     ['--replicas-to-aggregate 3 must be in 1..2']),
+    (train_image_classifier, ['--ps_hosts=10.0.0.1:2222',
+                              '--worker_hosts=10.0.0.2:2222',
+                              '--job_name=worker', '--worker_replicas=2'],
+     ['--worker_replicas=2 but the host lists name 1']),
+    (train_image_classifier, ['--ps_hosts=10.0.0.1:2222',
+                              '--worker_hosts=10.0.0.2:2222',
+                              '--job_name=worker',
+                              '--master=grpc://10.0.0.2:2222'],
+     ['either --master']),
     (eval_image_classifier, ['--master=grpc://10.0.0.1:2222'],
-     ['distributed training', '--master=grpc://10.0.0.1:2222']),
+     ['distributed evaluation', '--master=grpc://10.0.0.1:2222']),
     (train_image_classifier, ['--labels_offset=1'],
      ['--labels_offset=1 is not supported']),
     (train_image_classifier, ['--dataset_name=coco'],
@@ -317,3 +334,59 @@ def test_ignore_missing_vars(flowers_dir, tmp_path, one_line_error):
     completed = run_script(train_image_classifier, '--ignore_missing_vars',
                            '--train_dir=%s' % (tmp_path / 'b'), *line)
     assert completed.returncode == 0, completed.stderr[-3000:]
+
+
+def test_cluster_flags_translate_onto_a_cluster_role(tmp_path):
+    parser = train_image_classifier.build_parser()
+    options = train_image_classifier.translate(parser.parse_args([
+        '--dataset_dir=%s' % tmp_path, '--master=grpc://10.0.0.2:2222',
+        '--task=1', '--num_ps_tasks=2', '--worker_replicas=2',
+        '--sync_replicas', '--replicas_to_aggregate=2']))
+    role = options['cluster']
+    assert (role.job_name, role.task_index, role.num_ps_tasks,
+            role.num_workers, role.master, options['replicas_to_aggregate']) \
+        == ('worker', 1, 2, 2, 'grpc://10.0.0.2:2222', 2)
+    options = train_image_classifier.translate(parser.parse_args([
+        '--dataset_dir=%s' % tmp_path, '--ps_hosts=10.0.0.1:2222',
+        '--worker_hosts=10.0.0.2:2222,10.0.0.3:2222', '--job_name=worker',
+        '--task_index=1', '--sync_replicas']))
+    role = options['cluster']
+    assert (role.task_index, role.master, role.spec()['worker'],
+            options['replicas_to_aggregate']) == (
+                1, '', ['10.0.0.2:2222', '10.0.0.3:2222'], 1)
+    single = train_image_classifier.translate(parser.parse_args([
+        '--dataset_dir=%s' % tmp_path]))
+    assert (single['cluster'], single['replicas_to_aggregate']) == (None,
+                                                                    None)
+
+
+def test_master_flag_line_trains_on_servers_started_elsewhere(
+        flowers_dir, small_checkpoint, tmp_path):
+    """The reference's way: the servers run already (here in this
+    process, 1 ps and 1 worker), the script's session runs on --master."""
+    ps_port, worker_port = free_ports(2)
+    spec = tf.train.ClusterSpec({'ps': ['127.0.0.1:%d' % ps_port],
+                                 'worker': ['127.0.0.1:%d' % worker_port]})
+    tf.train.Server(spec, job_name='ps', task_index=0)
+    worker = tf.train.Server(spec, job_name='worker', task_index=0)
+    train_dir = tmp_path / 'train'
+    completed = run_script(
+        train_image_classifier, '--master=%s' % worker.target, '--task=0',
+        '--num_ps_tasks=1', '--worker_replicas=1', '--sync_replicas',
+        '--replicas_to_aggregate=1',
+        '--train_dir=%s' % train_dir, '--dataset_name=flowers',
+        '--dataset_dir=%s' % flowers_dir, '--model_name=mobilenet_v1_025',
+        '--checkpoint_path=%s' % small_checkpoint,
+        '--checkpoint_exclude_scopes=MobilenetV1/Logits',
+        '--trainable_scopes=MobilenetV1/Logits',
+        '--max_number_of_steps=2', '--batch_size=2',
+        '--train_image_size=%d' % SIZE)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    prefix = tf.train.latest_checkpoint(str(train_dir))
+    assert prefix.endswith('model.ckpt-2')
+    # The chief restored --checkpoint_path (a frozen layer keeps it).
+    name = 'MobilenetV1/Conv2d_0/weights'
+    np.testing.assert_array_equal(
+        tf.train.load_variable(prefix, name),
+        tf.train.load_variable(small_checkpoint, name))
+    assert 'global_step' in dict(tf.train.list_variables(prefix))

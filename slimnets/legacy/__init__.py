@@ -9,11 +9,15 @@ and the inference graph of `slimnets.optimize`; nothing is implemented twice.
 
 Flags are parsed the way absl parses them: `--flag=value`, `--flag value`,
 `-flag=value`, and for booleans `--flag`, `--noflag` and `--flag=false`.
-The reference's multi-process flags (`--master`, `--task`,
-`--num_ps_tasks`, `--worker_replicas`, `--sync_replicas`,
-`--replicas_to_aggregate`) are accepted at their single-process values; any
-other value is refused with one line, as distributed training through these
-scripts is not supported yet.  Flags with no slimnets counterpart are
+`train_image_classifier` trains across processes and machines as the
+reference did: `--master grpc://H:P --task K --num_ps_tasks N
+--worker_replicas W [--sync_replicas --replicas_to_aggregate R]` with the
+servers started elsewhere (the session runs on `--master`; the variables
+on `/job:ps`, the worker's ops on `/job:worker/task:K`), or, starting its
+own server, `--ps_hosts --worker_hosts --job_name --task_index` (and
+TF_CONFIG), as `slimnets train` does (`slimnets.cluster`,
+`slimnets.distributed`).  `eval_image_classifier` evaluates in one
+process: its `--master` must stay empty.  Flags with no slimnets counterpart are
 refused when set away from their default, never silently ignored, except
 the tuning knobs tf.data and the step-based checkpointing make moot
 (`--num_readers`, `--num_preprocessing_threads`, `--save_interval_secs`,
@@ -28,6 +32,7 @@ import sys
 import tensorflow.compat.v1 as tf
 
 from slimnets import cli
+from slimnets import cluster
 from slimnets import tflog
 from slimnets.errors import SlimnetsError
 from slimnets.errors import UsageError
@@ -99,45 +104,73 @@ class Parser(cli.ArgumentParser):
 
 
 def add_cluster_flags(parser, worker_flags=True):
-    """The reference's multi-process flags, accepted at single-process
-    values only (see `check_single_process`)."""
-    parser.add_argument('--master', default='',
-                        help='must be empty: distributed runs are not '
-                             'supported by these scripts yet')
-    if worker_flags:
-        parser.add_argument('--task', type=int, default=0,
-                            help='must be 0 (single process)')
-        parser.add_argument('--num_ps_tasks', type=int, default=0,
-                            help='must be 0 (single process)')
-        parser.add_argument('--worker_replicas', type=int, default=1,
-                            help='must be 1 (single process)')
-        parser.add_bool('sync_replicas', False,
-                        'must be false (single process)')
-        parser.add_argument('--replicas_to_aggregate', type=int, default=1,
-                            help='must be 1 (single process)')
+    """The reference's multi-process flags; with `worker_flags` (training)
+    also those of TensorFlow's distributed examples (`--ps_hosts`,
+    `--worker_hosts`, `--job_name`, `--task_index`)."""
+    if not worker_flags:
+        parser.add_argument('--master', default='',
+                            help='must be empty: evaluation runs in this '
+                                 'process')
+        return
+    add = parser.add_argument
+    add('--master', default='', help='grpc://host:port of this worker\'s '
+        'server, started elsewhere (empty: one process)')
+    add('--task', type=int, default=0, help='this worker\'s index')
+    add('--num_ps_tasks', type=int, default=0,
+        help='parameter servers holding the variables (0: one process)')
+    add('--worker_replicas', type=int, default=1, help='workers')
+    parser.add_bool('sync_replicas', False, 'synchronous steps '
+                    '(SyncReplicasOptimizer)')
+    add('--replicas_to_aggregate', type=int, default=1,
+        help='gradients per synchronous step')
+    add('--ps_hosts', default=None, help='H:P,... start this task\'s server '
+        'here (with --worker_hosts and --job_name)')
+    add('--worker_hosts', default=None, help='H:P,... (the first is the '
+        'chief)')
+    add('--job_name', default=None, choices=cluster.JOBS)
+    add('--task_index', type=int, default=None,
+        help='this task\'s index in its job (default --task)')
 
 
-_SINGLE_PROCESS = (('master', ''), ('task', 0), ('num_ps_tasks', 0),
-                   ('worker_replicas', 1), ('sync_replicas', False),
-                   ('replicas_to_aggregate', 1))
+def cluster_role(args):
+    """(the Cluster role of the cluster flags or TF_CONFIG, or None; the
+    gradients one synchronous step aggregates, or None).
+
+    Raises:
+      UsageError: inconsistent cluster flags.
+    """
+    hosts = (args.ps_hosts, args.worker_hosts, args.job_name)
+    if any(hosts) or args.task_index is not None:
+        if args.master:
+            raise UsageError('give either --master (servers started '
+                             'elsewhere) or --ps_hosts/--worker_hosts/'
+                             '--job_name (a server started here), not both')
+        role = cluster.from_hosts(*hosts, task_index=args.task if
+                                  args.task_index is None else args.task_index)
+        for flag, given, actual in (
+                ('num_ps_tasks', args.num_ps_tasks, role.num_ps_tasks),
+                ('worker_replicas', args.worker_replicas, role.num_workers)):
+            if given not in (actual, 0 if flag == 'num_ps_tasks' else 1):
+                raise UsageError('--%s=%d but the host lists name %d; leave '
+                                 'it out' % (flag, given, actual))
+    else:
+        role = cluster.from_master(args.master, args.task, args.num_ps_tasks,
+                                   args.worker_replicas) or cluster.resolve()
+    return role, cluster.replicas_to_aggregate(role, args.sync_replicas,
+                                               args.replicas_to_aggregate)
 
 
 def check_single_process(args):
-    """Refuses cluster values: distributed training is not supported by
-    the legacy scripts yet.
+    """Refuses a --master for evaluation, which runs in this process.
 
     Raises:
-      UsageError: naming the flags set.
+      UsageError: naming the flag.
     """
-    given = ['--%s=%s' % (name, getattr(args, name))
-             for name, single in _SINGLE_PROCESS
-             if hasattr(args, name) and getattr(args, name) != single]
-    if given:
+    if args.master:
         raise UsageError(
-            'distributed training is not yet supported by the legacy '
-            'scripts (%s); run one process without these flags, or use '
-            '--num_clones N for several devices of one machine'
-            % ', '.join(given))
+            'distributed evaluation is not supported (--master=%s); '
+            'evaluate in this process, or in shards with `slimnets eval '
+            '--shard K --num-shards N`' % args.master)
 
 
 def refuse_unless_default(args, defaults):

@@ -7,8 +7,9 @@
         --checkpoint_exclude_scopes=MobilenetV1/Logits \\
         --max_number_of_steps=1000 --batch_size=32 --learning_rate=0.01
 
-A translation onto `slimnets.training.train` (what `slimnets train` runs).
-Single process only: see `slimnets.legacy` for the cluster flags.
+A translation onto `slimnets.training.train` (what `slimnets train` runs),
+in one process or as a task of a cluster (see `slimnets.legacy` for the
+cluster flags; a ps task runs `slimnets.distributed.serve`).
 `--max_number_of_steps` unset trains until interrupted, as the reference
 does; checkpoints are written every 100 steps and at the end (the
 `--save_*_secs` flags are accepted and moot).
@@ -17,6 +18,7 @@ does; checkpoints are written every 100 steps and at the end (the
 import logging
 import sys
 
+from slimnets import distributed
 from slimnets import legacy
 from slimnets import training
 from slimnets.errors import UsageError
@@ -50,7 +52,7 @@ _SAME_NAME = ('batch_size', 'weight_decay', 'optimizer', 'adadelta_rho',
 def build_parser():
     parser = legacy.Parser(
         prog=PROGRAM, description='research/slim train_image_classifier.py '
-        'flags, run by slimnets (single process).')
+        'flags, run by slimnets.')
     add = parser.add_argument
     add('--train_dir', default='/tmp/tfmodel/',
         help='where checkpoints and event logs are written')
@@ -137,9 +139,9 @@ def translate(args):
     """The `training.train` keyword arguments of parsed flags.
 
     Raises:
-      UsageError: a cluster value or an unsupported flag.
+      UsageError: inconsistent cluster flags or an unsupported flag.
     """
-    legacy.check_single_process(args)
+    role, replicas = legacy.cluster_role(args)
     legacy.refuse_unless_default(args, _UNSUPPORTED)
     legacy.check_preprocessing(args.preprocessing_name)
     legacy.note_moot(args, _MOOT)
@@ -165,15 +167,24 @@ def translate(args):
         trainable_scopes=_scopes(args.trainable_scopes),
         ignore_missing_vars=args.ignore_missing_vars,
         num_clones=args.num_clones, clone_on_cpu=args.clone_on_cpu,
-        progress=False, **options)
+        cluster=role, replicas_to_aggregate=replicas, progress=False,
+        **options)
 
 
 def _train(args):
-    result = training.train(**translate(args))
+    options = translate(args)
+    role = options['cluster']
+    if role is not None and role.is_ps:
+        finished = distributed.serve(role)
+        print('%s: all %d workers are done' % (role.describe(),
+                                              len(finished)))
+        return
+    result = training.train(**options)
     if result.losses:
         print('steps %d..%d: final loss %.4f' % (
             result.first_step, result.last_step, result.losses[-1]))
-    print('checkpoint: %s' % result.checkpoint)
+    if result.checkpoint:
+        print('checkpoint: %s' % result.checkpoint)
 
 
 def main(argv=None):
