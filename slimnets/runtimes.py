@@ -4,8 +4,11 @@ Every runtime runs the same folded inference graph (`slimnets.optimize`:
 input 'input' [N, size, size, 3] in [-1, 1], output 'probabilities'
 [N, num_classes]) and answers `run(images) -> probabilities`:
 
-  tensorflow   the GraphDef in a TensorFlow session, called through a
-               callable whose fed and fetched tensors are fixed up front;
+  tensorflow   the GraphDef, rewritten for TensorFlow's CPU kernels
+               (`optimize.rewrite_for_tensorflow_cpu`: pointwise
+               convolutions as fused MatMuls, global pools as Means), in a
+               TensorFlow session, called through a callable whose fed and
+               fetched tensors are fixed up front;
   tflite       the graph converted to TFLite, run by LiteRT
                (`ai-edge-litert`, extra `litert`) when installed, else by
                `tf.lite` (XNNPACK on CPU);
@@ -39,6 +42,7 @@ import tensorflow.compat.v1 as tf
 from tensorflow.python.util import deprecation  # pylint: disable=g-direct-tensorflow-import
 
 from slimnets import checkpoints
+from slimnets import optimize
 from slimnets.errors import InputError
 from slimnets.errors import MissingExtraError
 from slimnets.graph_format import INPUT_NAME
@@ -119,12 +123,17 @@ class Runtime(object):
 
 
 class TensorFlowRuntime(Runtime):
-    """The GraphDef in its own graph and session, called through
-    `Session.make_callable` (no per-call feed/fetch resolution)."""
+    """The GraphDef rewritten for TensorFlow's CPU kernels (pointwise
+    convolutions as MatMuls, global pools as Means: at batch 1 about 1.2x
+    to 1.9x faster, see `optimize.rewrite_for_tensorflow_cpu`), in its own
+    graph and session, called through `Session.make_callable` (no per-call
+    feed/fetch resolution).  `rewrite` says what was rewritten."""
 
     name = 'tensorflow'
 
     def __init__(self, graph_def):
+        graph_def, self.rewrite = optimize.rewrite_for_tensorflow_cpu(
+            graph_def)
         self.graph = tf.Graph()
         with self.graph.as_default():
             tf.import_graph_def(graph_def, name='')
