@@ -14,10 +14,12 @@ convolution (hard-swish's `* 1/6`) into its weights.
 
 `rewrite_for_tensorflow_cpu` rewrites a folded graph for TensorFlow's own
 CPU kernels (the 'tensorflow' runtime only; exports keep the folded graph):
-every pointwise (1x1, stride 1) convolution becomes a MatMul over
+a pointwise (1x1, stride 1) convolution becomes a MatMul over
 [N * H * W, C] pixels, with its bias and activation, which oneDNN runs
-faster than its 1x1 convolution at small batches, and a global AvgPool
-becomes a Mean.
+faster than its 1x1 convolution at small batches; a global AvgPool becomes
+a Mean; and hard-swish gets back the `* 1/6` that `fold_scalar_multiplies`
+moved into the next convolution, the form oneDNN fuses into the
+convolution before it (that convolution then stays a convolution).
 
 `frozen_inference_graph(...)` builds a network, restores a checkpoint and
 returns the folded GraphDef with input 'input' and outputs 'logits' and
@@ -48,7 +50,8 @@ _FLOAT = tf.float32.as_datatype_enum
 _INT32 = tf.int32.as_datatype_enum
 
 FoldReport = collections.namedtuple('FoldReport', ['folded', 'left'])
-CpuRewrite = collections.namedtuple('CpuRewrite', ['pointwise', 'global_pools'])
+CpuRewrite = collections.namedtuple(
+    'CpuRewrite', ['pointwise', 'global_pools', 'hard_swish_scales'])
 
 
 def _producer(name):
@@ -296,9 +299,85 @@ def _data_format(node):
         if 'data_format' in node.attr else b'NHWC'
 
 
+def _is_constant(nodes, name, value):
+    node = nodes.get(_producer(name))
+    return node is not None and node.op == 'Const' and np.array_equal(
+        tf.make_ndarray(node.attr['value'].tensor), np.float32(value))
+
+
+def _hard_swish_input(nodes, node):
+    """x when `node` is hard-swish's `x * relu6(x + 3)` (the `* 1/6`
+    folded away or not), else None."""
+    if node is None or node.op != 'Mul' or len(node.input) != 2:
+        return None
+    for index in (0, 1):
+        relu = nodes.get(_producer(node.input[index]))
+        add = relu is not None and relu.op == 'Relu6' and \
+            nodes.get(_producer(relu.input[0]))
+        x = node.input[1 - index]
+        if add and add.op in ('Add', 'AddV2') and x in add.input and \
+                _is_constant(nodes, add.input[1 - list(add.input).index(x)],
+                             3.0):
+            return x
+    return None
+
+
+def _restore_hard_swish_scales(graph_def):
+    """Puts back `h * c` in front of each convolution reading a hard-swish
+    `h` whose weights absorbed c (`INPUT_SCALE_ATTR`, c = 1/6), dividing the
+    weights by c again: `x * relu6(x + 3) * 1/6` after a convolution and
+    its bias is the pattern oneDNN fuses into that convolution.
+
+    Returns:
+      (new GraphDef, number of convolutions restored).
+    """
+    nodes = {node.name: node for node in graph_def.node}
+    weight_users = collections.Counter(
+        _producer(node.input[1]) for node in graph_def.node
+        if node.op in _CONVOLUTIONS)
+    restored = {node.name: node.attr[INPUT_SCALE_ATTR].f
+                for node in graph_def.node
+                if node.op in _CONVOLUTIONS and INPUT_SCALE_ATTR in node.attr
+                and node.attr[INPUT_SCALE_ATTR].f != 0
+                and weight_users[_producer(node.input[1])] == 1
+                and nodes[_producer(node.input[1])].op == 'Const'
+                and _hard_swish_input(nodes, nodes.get(
+                    _producer(node.input[0]))) is not None}
+    weights = {_producer(nodes[name].input[1]): scale
+               for name, scale in restored.items()}
+    scaled = {}  # (hard-swish tensor, scale) -> Mul name
+    output = _empty_like(graph_def)
+    for node in graph_def.node:
+        copy = output.node.add()
+        copy.CopyFrom(node)
+        if node.name in weights:
+            value = tf.make_ndarray(node.attr['value'].tensor)
+            copy.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(
+                (value / np.float32(weights[node.name])).astype(value.dtype)))
+        if node.name not in restored:
+            continue
+        key = (node.input[0], restored[node.name])
+        if key not in scaled:
+            scaled[key] = '%s/scale_%d' % (_producer(node.input[0]),
+                                           len(scaled))
+            factor = _const_node(scaled[key] + '/y',
+                                 np.float32(restored[node.name]))
+            multiply = tf.NodeDef()
+            multiply.name = scaled[key]
+            multiply.op = 'Mul'
+            multiply.input.extend([node.input[0], factor.name])
+            multiply.attr['T'].type = _FLOAT
+            output.node.extend([factor, multiply])
+        copy.input[0] = scaled[key]
+        del copy.attr[INPUT_SCALE_ATTR]
+    return output, len(restored)
+
+
 def _pointwise_chains(graph_def, nodes, shapes):
     """Conv name -> (kernel [1, 1, C, K], output shape, [conv, BiasAdd?,
-    activation?]) for each rewritable pointwise convolution."""
+    activation?]) for each rewritable pointwise convolution (not those
+    whose bias feeds a hard-swish: oneDNN fuses that into a convolution,
+    not into a MatMul)."""
     consumers = collections.defaultdict(list)
     for node in graph_def.node:
         for name in node.input:
@@ -327,6 +406,9 @@ def _pointwise_chains(graph_def, nodes, shapes):
                     chain[-1].name or _data_format(user) != b'NHWC':
                 break
             chain.append(user)
+        if any(_hard_swish_input(nodes, user) is not None
+               for user in consumers[chain[-1].name]):
+            continue
         chains[node.name] = (kernel, shape, chain)
     return chains
 
@@ -334,19 +416,26 @@ def _pointwise_chains(graph_def, nodes, shapes):
 def rewrite_for_tensorflow_cpu(graph_def):
     """Rewrites a folded inference graph for TensorFlow's CPU kernels.
 
-    A pointwise convolution `x [N, H, W, C] -> conv 1x1 (+ BiasAdd (+
-    Relu/Relu6))` becomes `Reshape [N*H*W, C] -> MatMul [C, K] (+ BiasAdd
-    (+ activation)) -> Reshape [N, H, W, K]` (Grappler fuses the MatMul
-    with its bias and activation); a global `AvgPool` (VALID, window = the
-    whole [H, W] input) becomes `Mean` over axes 1 and 2.  The last node of
-    each rewritten chain keeps its name, so every consumer (and the
-    outputs) stay wired.  Only nodes with static spatial shapes are
-    rewritten; the batch dimension stays free.
+    Hard-swish's `* 1/6` comes back in front of the convolutions that
+    absorbed it (`_restore_hard_swish_scales`).  A pointwise convolution
+    `x [N, H, W, C] -> conv 1x1 (+ BiasAdd (+ Relu/Relu6))` becomes
+    `Reshape [N*H*W, C] -> MatMul [C, K] (+ BiasAdd (+ activation)) ->
+    Reshape [N, H, W, K]` (Grappler fuses the MatMul with its bias and
+    activation) unless its bias feeds a hard-swish; a global `AvgPool`
+    (VALID, window = the whole [H, W] input) becomes `Mean` over axes 1
+    and 2.  The last node of each rewritten chain keeps its name, so every
+    consumer (and the outputs) stay wired.  Only nodes with static spatial
+    shapes are rewritten; the batch dimension stays free.  A fake-quantized
+    graph (QAT) is returned as it is: reordered float sums could move a
+    value across a quantization step.
 
     Returns:
       (new GraphDef, CpuRewrite(pointwise=convolutions rewritten,
-      global_pools=pools rewritten)).
+      global_pools=pools rewritten, hard_swish_scales=scalings restored)).
     """
+    if any(node.op.startswith('FakeQuant') for node in graph_def.node):
+        return graph_def, CpuRewrite(0, 0, 0)
+    graph_def, restored = _restore_hard_swish_scales(graph_def)
     nodes = {node.name: node for node in graph_def.node}
     shapes = _static_shapes(graph_def)
     chains = _pointwise_chains(graph_def, nodes, shapes)
@@ -393,7 +482,7 @@ def rewrite_for_tensorflow_cpu(graph_def):
             _, shape, _ = chains[last_of[node.name]]
             output.node.extend(_reshape_node(node.name, node.name + '/matmul',
                                              [-1] + shape[1:]))
-    return output, CpuRewrite(len(chains), pools)
+    return output, CpuRewrite(len(chains), pools, restored)
 
 
 def _is_global_pool(node, shapes):

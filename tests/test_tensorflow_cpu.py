@@ -15,6 +15,7 @@ import tensorflow.compat.v1 as tf
 
 from slimnets import optimize
 from slimnets import runtimes
+from slimnets.graph_format import INPUT_SCALE_ATTR
 
 import small_models
 
@@ -23,8 +24,8 @@ TOLERANCE = 1e-5
 
 @pytest.fixture(scope='module', params=['mobilenet_v2', 'mobilenet_v3_small'])
 def model(request, tmp_path_factory):
-    """(folded GraphDef, plain probabilities of `images`, images [3, 96,
-    96, 3])."""
+    """(network, folded GraphDef, plain probabilities of `images`, images
+    [3, 96, 96, 3])."""
     folder = tmp_path_factory.mktemp(request.param)
     depth = 0.35 if request.param == 'mobilenet_v2' else 0.5
     spec, prefix = small_models.calibrated_checkpoint(
@@ -37,7 +38,7 @@ def model(request, tmp_path_factory):
         expected = reference.run(images)
     finally:
         reference.close()
-    return folded, expected, images
+    return request.param, folded, expected, images
 
 
 def _ops(graph_def):
@@ -51,19 +52,47 @@ def _pointwise_convolutions(graph_def):
             .shape[:2] == (1, 1)]
 
 
+def _feeds_hard_swish(graph_def, name):
+    """Whether `name` (a convolution) -> BiasAdd -> x * relu6(x + 3)."""
+    readers = {}
+    for node in graph_def.node:
+        for tensor in node.input:
+            readers.setdefault(tensor.split(':')[0], []).append(node)
+    bias = readers[name][0]
+    return bias.op == 'BiasAdd' and sorted(
+        node.op for node in readers[bias.name]) == ['AddV2', 'Mul']
+
+
+def _executed(runtime, images):
+    """The nodes the runtime's session runs (after Grappler)."""
+    metadata = tf.RunMetadata()
+    runtime.session.run('probabilities:0', {'input:0': images},
+                        options=tf.RunOptions(output_partition_graphs=True),
+                        run_metadata=metadata)
+    return [node for graph in metadata.partition_graphs for node in graph.node]
+
+
 def test_every_pointwise_convolution_and_global_pool_is_rewritten(model):
-    folded, _, _ = model
+    network, folded, _, _ = model
     before = folded.SerializeToString()
-    pointwise = len(_pointwise_convolutions(folded))
+    pointwise = _pointwise_convolutions(folded)
     pools = _ops(folded).count('AvgPool')
+    scaled = [node for node in folded.node
+              if INPUT_SCALE_ATTR in node.attr]
     rewritten, report = optimize.rewrite_for_tensorflow_cpu(folded)
     assert folded.SerializeToString() == before  # the input is left alone
-    assert pointwise > 10 and pools >= 1
-    assert report == optimize.CpuRewrite(pointwise, pools)
-    assert not _pointwise_convolutions(rewritten)
-    assert _ops(rewritten).count('MatMul') == pointwise
+    assert len(pointwise) > 10 and pools >= 1
+    # v3's hard-swish convolutions stay convolutions; the rest are MatMuls
+    kept = [name for name in pointwise if _feeds_hard_swish(folded, name)]
+    assert bool(kept) == bool(scaled) == (network == 'mobilenet_v3_small')
+    assert report == optimize.CpuRewrite(len(pointwise) - len(kept), pools,
+                                         len(scaled))
+    assert sorted(_pointwise_convolutions(rewritten)) == sorted(kept)
+    assert _ops(rewritten).count('MatMul') == report.pointwise
     assert 'AvgPool' not in _ops(rewritten)
     assert _ops(rewritten).count('Mean') == pools
+    assert not [node for node in rewritten.node
+                if INPUT_SCALE_ATTR in node.attr]
     # the names the runtimes feed and fetch are still there
     names = {node.name for node in rewritten.node}
     assert {'input', 'logits', 'probabilities'} <= names
@@ -71,7 +100,7 @@ def test_every_pointwise_convolution_and_global_pool_is_rewritten(model):
 
 @pytest.mark.parametrize('batch', [1, 3])
 def test_rewritten_graph_equals_plain_graph(model, batch):
-    folded, expected, images = model
+    _, folded, expected, images = model
     runtime = runtimes.TensorFlowRuntime(folded)
     try:
         actual = runtime.run(images[:batch])
@@ -83,9 +112,9 @@ def test_rewritten_graph_equals_plain_graph(model, batch):
 
 
 def test_runtime_runs_fused_matmuls(model):
-    """What the session executes: MatMuls fused with BiasAdd (+ ReLU),
-    no pointwise convolution, no AvgPool."""
-    folded, _, images = model
+    """What the session executes: MatMuls fused with BiasAdd (+ ReLU), no
+    AvgPool; with oneDNN, hard-swish fused into the convolutions."""
+    _, folded, _, images = model
     runtime = runtimes.TensorFlowRuntime(folded)
     try:
         assert runtime.rewrite.pointwise > 10
@@ -98,20 +127,21 @@ def test_runtime_runs_fused_matmuls(model):
                       tf.make_ndarray(nodes[node.input[1]].attr['value']
                                       .tensor))]
         assert len(biased) > 10
-        metadata = tf.RunMetadata()
-        runtime.session.run(
-            'probabilities:0', {'input:0': images[:1]},
-            options=tf.RunOptions(output_partition_graphs=True),
-            run_metadata=metadata)
+        executed = _executed(runtime, images[:1])
     finally:
         runtime.close()
-    executed = [node for graph in metadata.partition_graphs
-                for node in graph.node]
     fused = [tuple(node.attr['fused_ops'].list.s) for node in executed
              if node.op.endswith('FusedMatMul')]
     assert {(b'BiasAdd', b'Relu6'), (b'BiasAdd', b'Relu')} & set(fused)
     assert len(fused) >= len(biased)
     assert not [node.op for node in executed if 'AvgPool' in node.op]
+    hard_swish = [node.op for node in executed
+                  if b'_FusedHardSwish' in node.attr['fused_ops'].list.s]
+    if runtime.rewrite.hard_swish_scales and \
+            any(node.op.startswith('_Mkl') for node in executed):
+        assert 'Conv2D' in str(hard_swish)
+        assert 'DepthwiseConv2dNative' in str(hard_swish)
+        assert len(hard_swish) >= runtime.rewrite.hard_swish_scales
 
 
 def _graph(build):
@@ -146,7 +176,7 @@ def test_what_is_left_alone():
         tf.identity(shared, name='second_reader')
     graph_def = _graph(build)
     rewritten, report = optimize.rewrite_for_tensorflow_cpu(graph_def)
-    assert report == optimize.CpuRewrite(1, 0)
+    assert report == optimize.CpuRewrite(1, 0, 0)
     ops = {node.name: node.op for node in rewritten.node}
     assert [ops[n] for n in ('strided', 'spatial', 'dynamic')] == \
         ['Conv2D'] * 3
@@ -165,3 +195,68 @@ def test_what_is_left_alone():
     for before, after in zip(*results):
         assert after.shape == (2, 8, 8, 6)
         assert float(np.max(np.abs(after - before))) < TOLERANCE
+
+
+def test_hard_swish_gets_its_scale_back():
+    """`fold_scalar_multiplies` moves hard-swish's 1/6 into the next
+    convolution; the rewrite puts it back (weights divided again), keeps a
+    pointwise convolution that feeds a hard-swish a convolution, and turns
+    the pointwise convolution after it into a MatMul."""
+    rng = np.random.RandomState(1)
+
+    def weights(*shape):
+        return tf.constant(rng.normal(0, 0.5, shape).astype(np.float32))
+
+    def hard_swish(x):
+        return x * tf.nn.relu6(x + 3.0) * (1.0 / 6)
+
+    def build():
+        x = tf.placeholder(tf.float32, [None, 8, 8, 4], name='input')
+        x = hard_swish(tf.nn.bias_add(tf.nn.conv2d(
+            x, weights(1, 1, 4, 8), 1, 'SAME', name='expand'), weights(8)))
+        x = hard_swish(tf.nn.bias_add(tf.nn.depthwise_conv2d(
+            x, weights(3, 3, 8, 1), [1, 1, 1, 1], 'SAME', name='depthwise'),
+            weights(8)))
+        tf.nn.bias_add(tf.nn.conv2d(x, weights(1, 1, 8, 6), 1, 'SAME',
+                                    name='project'), weights(6), name='out')
+    plain = _graph(build)
+    folded, count = optimize.fold_scalar_multiplies(plain)
+    assert count == 2
+    rewritten, report = optimize.rewrite_for_tensorflow_cpu(folded)
+    assert report == optimize.CpuRewrite(1, 0, 2)
+    ops = {node.name: node.op for node in rewritten.node}
+    assert ops['expand'] == 'Conv2D' and ops['project'] == 'MatMul'
+    assert ops['depthwise'] == 'DepthwiseConv2dNative'
+    assert _ops(rewritten).count('Mul') == _ops(plain).count('Mul')
+    images = rng.uniform(-1, 1, [2, 8, 8, 4]).astype(np.float32)
+    results = []
+    for graph in (plain, rewritten):
+        with tf.Graph().as_default() as imported, \
+                tf.Session(graph=imported) as session:
+            tf.import_graph_def(graph, name='')
+            results.append(session.run('out:0', {'input:0': images}))
+    assert float(np.max(np.abs(results[1] - results[0]))) < TOLERANCE * \
+        max(1.0, float(np.max(np.abs(results[0]))))
+
+
+def test_fake_quantized_graph_runs_as_it_is():
+    def build():
+        x = tf.placeholder(tf.float32, [None, 8, 8, 4], name='input')
+        x = tf.quantization.fake_quant_with_min_max_args(x, -1.0, 1.0)
+        tf.nn.avg_pool2d(tf.nn.conv2d(x, tf.ones([1, 1, 4, 2]), 1, 'SAME'),
+                         [1, 8, 8, 1], [1, 1, 1, 1], 'VALID', name='out')
+    graph_def = _graph(build)
+    rewritten, report = optimize.rewrite_for_tensorflow_cpu(graph_def)
+    assert report == optimize.CpuRewrite(0, 0, 0)
+    assert rewritten.SerializeToString() == graph_def.SerializeToString()
+    # without the fake quantization both would be rewritten
+    plain = tf.GraphDef()
+    plain.CopyFrom(graph_def)
+    for node in plain.node:
+        if node.op.startswith('FakeQuant'):
+            node.op = 'Identity'
+            for name in list(node.attr):
+                del node.attr[name]
+            node.attr['T'].type = tf.float32.as_datatype_enum
+    assert optimize.rewrite_for_tensorflow_cpu(plain)[1] == \
+        optimize.CpuRewrite(1, 1, 0)
