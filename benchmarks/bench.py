@@ -261,16 +261,17 @@ def _table(results):
     return '\n'.join(lines)
 
 
-def measure_each(script, args):
-    """Runs `script --worker NAME` for each of `args.networks` in a fresh
-    process (so each network's memory and threads are its own); returns
-    the JSON each worker printed last."""
+def measure_each(script, args, extra_args=()):
+    """Runs `script --worker NAME` (and `extra_args`) for each of
+    `args.networks` in a fresh process (so each network's memory and
+    threads are its own); returns the JSON each worker printed last."""
     measured = []
     for name in args.networks:
         print('measuring %s ...' % name, file=sys.stderr)
         completed = subprocess.run(
             [sys.executable, script, '--worker', name, '--runs',
-             str(args.runs), '--batch-iterations', str(args.batch_iterations)],
+             str(args.runs), '--batch-iterations', str(args.batch_iterations)]
+            + list(extra_args),
             capture_output=True, text=True, check=False)
         if completed.returncode:
             sys.exit('measuring %s failed:\n%s' % (name,

@@ -1,0 +1,159 @@
+"""slimnets' TensorFlow path against TFLite/XNNPACK, before and after its CPU rewrite.
+
+One run, on this machine: for MobileNet v1 1.0_224, v2 1.0_224, v3-large
+and v3-small (trained-looking batch-norm statistics, folded), at batch 1
+and 16, timed in turn (A B C D A B C D ...), --runs rounds after warm-up:
+
+  tflite       the folded graph in TFLite (LiteRT if installed; XNNPACK);
+  tensorflow   slimnets' TensorFlow runtime: the folded graph rewritten by
+               `optimize.rewrite_for_tensorflow_cpu` (pointwise
+               convolutions as fused MatMuls, global pools as Means,
+               hard-swish fused into its convolution), fixed callable;
+  unrewritten  the folded graph as it is, same session and callable (the
+               TensorFlow runtime before the rewrite);
+  default      `Classifier`'s default runtime, 'auto'.
+
+Each cell is the median over rounds of (time / TFLite's time in the same
+round), so that a change in the machine's load falls on both alike; the
+median milliseconds are printed too.  --intra-op-threads sets TensorFlow's
+(process-wide) intra-op thread count first; TFLite keeps its default.
+Writes tensorflow_path.json (--output-dir).
+Run:  .venv/bin/python benchmarks/tensorflow_path.py
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  pylint: disable=wrong-import-position
+import runtimes as runtime_benchmark  # noqa: E402  pylint: disable=wrong-import-position
+
+BATCH_SIZES = (1, 16)
+IMAGE_SIZE = 224
+LABELS = ('tflite', 'tensorflow', 'unrewritten', 'default')
+
+
+def _unrewritten(graph_def):
+    """The folded graph in a session with a fixed callable, not rewritten."""
+    import tensorflow.compat.v1 as tf  # pylint: disable=import-outside-toplevel
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.import_graph_def(graph_def, name='')
+    graph.finalize()
+    session = tf.Session(graph=graph)
+    return session.make_callable(graph.get_tensor_by_name('probabilities:0'),
+                                 [graph.get_tensor_by_name('input:0')])
+
+
+def measure_network(name, runs, batch_iterations, intra_op_threads):
+    """Everything for one network; runs in its own process."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    if intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+    from slimnets import runtimes  # pylint: disable=import-outside-toplevel
+    factory_name = bench.NETWORKS[name][0]
+    folder = tempfile.mkdtemp(prefix='slimnets-bench-')
+    graph_def = runtime_benchmark._folded_graph(factory_name, folder)  # pylint: disable=protected-access
+    tensorflow = runtimes.load(graph_def, 'tensorflow')
+    auto = runtimes.load(graph_def, 'auto', cache_dir=folder)
+    runners = {'tflite': runtimes.load(graph_def, 'tflite').run,
+               'tensorflow': tensorflow.run,
+               'unrewritten': _unrewritten(graph_def),
+               'default': auto.run}
+    results = {'network': name, 'rewrite': tensorflow.rewrite._asdict(),
+               'batches': {}}
+    rng = np.random.RandomState(0)
+    for batch_size in BATCH_SIZES:
+        batch = rng.uniform(-1, 1, [batch_size, IMAGE_SIZE, IMAGE_SIZE, 3]
+                            ).astype(np.float32)
+        iterations = batch_iterations if batch_size == 1 else 1
+        outputs = {}
+        for label, run in runners.items():  # warm-up ('auto' measures here)
+            for _ in range(3):
+                outputs[label] = run(batch)
+        times = {label: [] for label in runners}
+        for _ in range(runs):
+            for label, run in runners.items():
+                start = time.perf_counter()
+                for _ in range(iterations):
+                    run(batch)
+                times[label].append((time.perf_counter() - start) / iterations)
+        lite = np.array(times['tflite'])
+        results['batches'][str(batch_size)] = {
+            'median_ms': {label: 1e3 * float(np.median(t))
+                          for label, t in times.items()},
+            'time_vs_tflite': {label: float(np.median(np.array(t) / lite))
+                               for label, t in times.items()},
+            'default_choice': auto.choice(batch_size),
+            'max_abs_vs_unrewritten': float(np.max(np.abs(
+                outputs['tensorflow'] - outputs['unrewritten'])))}
+    return results
+
+
+def _table(results):
+    lines = ['time relative to TFLite in the same round (median of %d '
+             'rounds; below 1 is faster than TFLite), median ms in brackets'
+             % results['runs'], '',
+             '%-28s %5s ' % ('network', 'batch') +
+             ' '.join('%18s' % label for label in LABELS[1:]) +
+             '  default runs']
+    for result in results['networks']:
+        for batch_size in BATCH_SIZES:
+            cell = result['batches'][str(batch_size)]
+            lines.append('%-28s %5d ' % (result['network'], batch_size) + ' '.join(
+                '%18s' % ('%.2f (%.2f ms)' % (cell['time_vs_tflite'][label],
+                                              cell['median_ms'][label]))
+                for label in LABELS[1:]) + '  ' + cell['default_choice'])
+    lines += ['', 'TFLite median ms: ' + ', '.join(
+        '%s b%d %.2f' % (r['network'].replace('mobilenet_', ''), b,
+                         r['batches'][str(b)]['median_ms']['tflite'])
+        for r in results['networks'] for b in BATCH_SIZES),
+        'rewrites: ' + ', '.join('%s %s' % (
+            r['network'].replace('mobilenet_', ''), r['rewrite'])
+            for r in results['networks']),
+        'largest |tensorflow - unrewritten| on probabilities: %.1e' % max(
+            r['batches'][str(b)]['max_abs_vs_unrewritten']
+            for r in results['networks'] for b in BATCH_SIZES)]
+    return '\n'.join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--runs', type=int, default=15)
+    parser.add_argument('--batch-iterations', type=int, default=10,
+                        help='forward passes per timed run at batch 1')
+    parser.add_argument('--intra-op-threads', type=int, default=0,
+                        help="TensorFlow's intra-op threads (0: its default)")
+    parser.add_argument('--networks', nargs='+', default=list(bench.NETWORKS),
+                        choices=list(bench.NETWORKS))
+    parser.add_argument('--output-dir', default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), 'results'))
+    parser.add_argument('--worker', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    if args.worker:
+        print(json.dumps(measure_network(args.worker, args.runs,
+                                         args.batch_iterations,
+                                         args.intra_op_threads)))
+        return
+    results = {'cpu_count': os.cpu_count(), 'runs': args.runs,
+               'intra_op_threads': args.intra_op_threads, 'networks': []}
+    results['networks'] = bench.measure_each(
+        os.path.abspath(__file__), args,
+        ['--intra-op-threads', str(args.intra_op_threads)])
+    os.makedirs(args.output_dir, exist_ok=True)
+    path = os.path.join(args.output_dir, 'tensorflow_path.json')
+    with open(path, 'w') as handle:
+        json.dump(results, handle, indent=1)
+    print(_table(results))
+    print('\nwrote %s' % path)
+
+
+if __name__ == '__main__':
+    main()
