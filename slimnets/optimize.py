@@ -46,6 +46,15 @@ _BATCH_NORMS = ('FusedBatchNorm', 'FusedBatchNormV2', 'FusedBatchNormV3')
 _CONVOLUTIONS = ('Conv2D', 'DepthwiseConv2dNative')
 
 _ACTIVATIONS = ('Relu', 'Relu6')
+# A pointwise convolution of at most this many multiply-adds per image
+# becomes a MatMul (`rewrite_for_tensorflow_cpu`).  Measured on a 2-core
+# AVX-512 CPU at batch 1: oneDNN spreads even small 1x1 convolutions over
+# its threads, and the hand-off costs more than the work (MobileNet v2's
+# and v3's 28x28 and smaller layers, 1 to 11 M MACs, take 1.5x to 5x as
+# long as the same MatMul, which runs them on one thread); above about
+# 16 M (MobileNet v1's 26 to 51 M layers) both run in parallel alike at
+# batch 1, and at batch 16 the convolution is 1-2% faster.
+POINTWISE_MATMUL_MACS = 1 << 24
 _FLOAT = tf.float32.as_datatype_enum
 _INT32 = tf.int32.as_datatype_enum
 
@@ -375,9 +384,9 @@ def _restore_hard_swish_scales(graph_def):
 
 def _pointwise_chains(graph_def, nodes, shapes):
     """Conv name -> (kernel [1, 1, C, K], output shape, [conv, BiasAdd?,
-    activation?]) for each rewritable pointwise convolution (not those
-    whose bias feeds a hard-swish: oneDNN fuses that into a convolution,
-    not into a MatMul)."""
+    activation?]) for each rewritable pointwise convolution: at most
+    `POINTWISE_MATMUL_MACS` per image, and not one whose bias feeds a
+    hard-swish (oneDNN fuses that into a convolution, not into a MatMul)."""
     consumers = collections.defaultdict(list)
     for node in graph_def.node:
         for name in node.input:
@@ -395,7 +404,9 @@ def _pointwise_chains(graph_def, nodes, shapes):
                 list(node.attr['strides'].list.i) != [1, 1, 1, 1] or
                 _data_format(node) != b'NHWC' or
                 node.attr['padding'].s not in (b'SAME', b'VALID') or
-                shape is None or None in shape[1:]):
+                shape is None or None in shape[1:] or
+                shape[1] * shape[2] * kernel.shape[2] * kernel.shape[3] >
+                POINTWISE_MATMUL_MACS):
             continue
         chain = [node]
         while len(consumers[chain[-1].name]) == 1:
@@ -418,6 +429,7 @@ def rewrite_for_tensorflow_cpu(graph_def):
 
     Hard-swish's `* 1/6` comes back in front of the convolutions that
     absorbed it (`_restore_hard_swish_scales`).  A pointwise convolution
+    (of at most `POINTWISE_MATMUL_MACS` per image)
     `x [N, H, W, C] -> conv 1x1 (+ BiasAdd (+ Relu/Relu6))` becomes
     `Reshape [N*H*W, C] -> MatMul [C, K] (+ BiasAdd (+ activation)) ->
     Reshape [N, H, W, K]` (Grappler fuses the MatMul with its bias and

@@ -152,7 +152,8 @@ def _graph(build):
 
 
 def test_what_is_left_alone():
-    """Strided or spatial kernels, unknown spatial sizes, windows smaller
+    """Strided or spatial kernels, unknown spatial sizes, pointwise
+    convolutions above `POINTWISE_MATMUL_MACS` per image, windows smaller
     than the input, and a bias with a second reader stay as they are (the
     bias's reader gets the rewritten chain's 4-D output)."""
     rng = np.random.RandomState(0)
@@ -166,6 +167,10 @@ def test_what_is_left_alone():
         tf.nn.conv2d(fixed, tf.constant(rng.normal(size=[3, 3, 4, 6]).astype(
             np.float32)), [1, 1, 1, 1], 'SAME', name='spatial')
         tf.nn.conv2d(free, kernel, [1, 1, 1, 1], 'SAME', name='dynamic')
+        side = 48   # 48 * 48 * 128 * 128 multiply-adds per image
+        assert side ** 2 * 128 ** 2 > optimize.POINTWISE_MATMUL_MACS
+        tf.nn.conv2d(tf.placeholder(tf.float32, [None, side, side, 128]),
+                     tf.zeros([1, 1, 128, 128]), 1, 'SAME', name='large')
         tf.nn.avg_pool2d(fixed, [1, 4, 4, 1], [1, 4, 4, 1], 'VALID',
                          name='local_pool')
         shared = tf.nn.bias_add(tf.nn.conv2d(fixed, kernel, [1, 1, 1, 1],
@@ -178,8 +183,8 @@ def test_what_is_left_alone():
     rewritten, report = optimize.rewrite_for_tensorflow_cpu(graph_def)
     assert report == optimize.CpuRewrite(1, 0, 0)
     ops = {node.name: node.op for node in rewritten.node}
-    assert [ops[n] for n in ('strided', 'spatial', 'dynamic')] == \
-        ['Conv2D'] * 3
+    assert [ops[n] for n in ('strided', 'spatial', 'dynamic', 'large')] == \
+        ['Conv2D'] * 4
     assert ops['local_pool'] == 'AvgPool'
     # the chain stops at the bias, which has two readers
     assert ops['pointwise'] == 'MatMul' and ops['shared_bias'] == 'Reshape'
