@@ -14,12 +14,13 @@ convolution (hard-swish's `* 1/6`) into its weights.
 
 `rewrite_for_tensorflow_cpu` rewrites a folded graph for TensorFlow's own
 CPU kernels (the 'tensorflow' runtime only; exports keep the folded graph):
-a pointwise (1x1, stride 1) convolution becomes a MatMul over
-[N * H * W, C] pixels, with its bias and activation, which oneDNN runs
-faster than its 1x1 convolution at small batches; a global AvgPool becomes
-a Mean; and hard-swish gets back the `* 1/6` that `fold_scalar_multiplies`
-moved into the next convolution, the form oneDNN fuses into the
-convolution before it (that convolution then stays a convolution).
+a small pointwise (1x1, stride 1) convolution becomes a MatMul over
+[N * H * W, C] pixels, with its bias and activation, which oneDNN runs on
+one thread where it spreads the convolution over all (at batch 1 the
+hand-off costs more than the work); a global AvgPool becomes a Mean;
+and hard-swish gets back the `* 1/6` that `fold_scalar_multiplies` moved
+into the next convolution, the form oneDNN fuses into the convolution
+before it (that convolution then stays a convolution).
 
 `frozen_inference_graph(...)` builds a network, restores a checkpoint and
 returns the folded GraphDef with input 'input' and outputs 'logits' and
