@@ -62,6 +62,14 @@ AUTO_FILE = 'runtimes.json'
 # much before `auto` refuses it (the contract every runtime meets).
 AGREEMENT = 1e-4
 OUTPUT_NAME = 'probabilities'
+# With TF_OVERRIDE_GLOBAL_THREADPOOL=1 set before TensorFlow makes its first
+# device, each session can have an intra-op thread pool of its own; the
+# 'tensorflow' runtime then runs batches up to ONE_THREAD_BATCH in a second
+# session on one thread, in the caller's thread (no hand-off between
+# threads).  Measured on 2 cores, at batch 1 that takes 0.51x (v3-small) to
+# 0.83x (v1) the time of the shared two-thread pool, idle or busy.
+OWN_POOLS_VARIABLE = 'TF_OVERRIDE_GLOBAL_THREADPOOL'
+ONE_THREAD_BATCH = 1
 
 
 def require(module, extra):
@@ -89,6 +97,14 @@ def is_installed(runtime):
 def installed():
     """The runtimes usable here, in `RUNTIMES` order."""
     return tuple(r for r in RUNTIMES if is_installed(r))
+
+
+def own_thread_pools():
+    """Whether `OWN_POOLS_VARIABLE` asks TensorFlow for an intra-op pool
+    per session (TensorFlow reads it once, when it makes its first device:
+    set it before that)."""
+    return os.environ.get(OWN_POOLS_VARIABLE, '').strip().lower() in (
+        '1', 'true')
 
 
 def _check_images(images):
@@ -130,8 +146,10 @@ class TensorFlowRuntime(Runtime):
     convolution; at batch 1 on a busy 2-core CPU MobileNet v3-small runs
     1.85x as fast, v3-large 1.4x, v2 1.15x, v1 alike: see
     benchmarks/tensorflow_path.py), in its own graph and session, called
-    through `Session.make_callable` (no per-call feed/fetch resolution).
-    `rewrite` says what was rewritten (an `optimize.CpuRewrite`)."""
+    through `Session.make_callable` (no per-call feed/fetch resolution);
+    batch 1 in a one-thread session of its own where sessions can have
+    their own pools (`ONE_THREAD_BATCH`).  `rewrite` says what was
+    rewritten (an `optimize.CpuRewrite`)."""
 
     name = 'tensorflow'
 
@@ -142,16 +160,34 @@ class TensorFlowRuntime(Runtime):
         with self.graph.as_default():
             tf.import_graph_def(graph_def, name='')
         self.graph.finalize()
+        output = self.graph.get_tensor_by_name(OUTPUT_NAME + ':0')
+        feed = [self.graph.get_tensor_by_name(INPUT_NAME + ':0')]
         self.session = tf.Session(graph=self.graph)
-        self._call = self.session.make_callable(
-            self.graph.get_tensor_by_name(OUTPUT_NAME + ':0'),
-            [self.graph.get_tensor_by_name(INPUT_NAME + ':0')])
+        self._call = self.session.make_callable(output, feed)
+        self.one_thread_session = None   # see ONE_THREAD_BATCH
+        if own_thread_pools():
+            self.one_thread_session = tf.Session(
+                graph=self.graph, config=tf.ConfigProto(
+                    intra_op_parallelism_threads=1,
+                    inter_op_parallelism_threads=1,
+                    use_per_session_threads=True))
+            call = self.one_thread_session.make_callable(
+                output, feed, accept_options=True)
+            in_caller = tf.RunOptions(inter_op_thread_pool=-1)
+            self._one_thread_call = lambda images: call(images,
+                                                        options=in_caller)
 
     def run(self, images):
-        return self._call(_check_images(images))
+        images = _check_images(images)
+        if self.one_thread_session is not None and \
+                len(images) <= ONE_THREAD_BATCH:
+            return self._one_thread_call(images)
+        return self._call(images)
 
     def close(self):
         self.session.close()
+        if self.one_thread_session is not None:
+            self.one_thread_session.close()
 
 
 def tflite_model(graph_def):

@@ -9,6 +9,11 @@ full-size MobileNets, about 1e-7 off the unfolded one on the small models
 below (the folding's own rounding).
 """
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
@@ -265,3 +270,72 @@ def test_fake_quantized_graph_runs_as_it_is():
             node.attr['T'].type = tf.float32.as_datatype_enum
     assert optimize.rewrite_for_tensorflow_cpu(plain)[1] == \
         optimize.CpuRewrite(1, 1, 0)
+
+
+_ONE_THREAD_SCRIPT = r'''
+import json, os, resource, sys
+import numpy as np
+import tensorflow.compat.v1 as tf
+from slimnets import runtimes
+
+rng = np.random.RandomState(0)
+graph = tf.Graph()
+with graph.as_default():
+    x = tf.placeholder(tf.float32, [None, 32, 32, 3], name='input')
+    for shape in ([3, 3, 3, 16], [1, 1, 16, 32]):
+        x = tf.nn.relu6(tf.nn.bias_add(tf.nn.conv2d(
+            x, rng.normal(0, 0.3, shape).astype(np.float32), 1, 'SAME'),
+            rng.normal(0, 0.1, shape[-1:]).astype(np.float32)))
+    x = tf.nn.depthwise_conv2d(x, rng.normal(0, 0.3, [3, 3, 32, 1]).astype(
+        np.float32), [1, 1, 1, 1], 'SAME')
+    logits = tf.reduce_mean(x, [1, 2], name='logits')
+    tf.nn.softmax(logits, name='probabilities')
+runtime = runtimes.TensorFlowRuntime(graph.as_graph_def())
+images = rng.uniform(-1, 1, [3, 32, 32, 3]).astype(np.float32)
+batch = runtime.run(images)               # the shared pool
+single = [runtime.run(images[i:i + 1]) for i in range(3)]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+for _ in range(50):
+    runtime.run(images[:1])
+switches = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - before
+print(json.dumps({
+    'one_thread': runtime.one_thread_session is not None,
+    'difference': float(np.max(np.abs(np.concatenate(single) - batch))),
+    'switches_per_call': switches / 50.0}))
+runtime.close()
+'''
+
+
+def test_batch_one_runs_in_the_callers_thread_with_own_pools(tmp_path):
+    """With TF_OVERRIDE_GLOBAL_THREADPOOL=1 from the start (a process of
+    its own: TensorFlow reads it once), batch 1 runs in a one-thread
+    session in the caller's thread: no thread hand-off, so the call blocks
+    on nothing (voluntary context switches; the shared pool makes several
+    per call), and it gives the shared session's probabilities."""
+    script = tmp_path / 'one_thread.py'
+    script.write_text(_ONE_THREAD_SCRIPT)
+    environment = dict(os.environ, TF_OVERRIDE_GLOBAL_THREADPOOL='1',
+                       TF_CPP_MIN_LOG_LEVEL='3')
+    process = subprocess.Popen([sys.executable, str(script)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=environment)
+    try:
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 0, err[-2000:]
+    measured = json.loads(out.strip().splitlines()[-1])
+    assert measured['one_thread']
+    assert measured['difference'] < 1e-6
+    assert measured['switches_per_call'] < 0.5
+
+
+def test_one_pool_for_all_sessions_keeps_one_session(model, monkeypatch):
+    monkeypatch.delenv(runtimes.OWN_POOLS_VARIABLE, raising=False)
+    _, folded, _, _ = model
+    runtime = runtimes.TensorFlowRuntime(folded)
+    try:
+        assert runtime.one_thread_session is None
+    finally:
+        runtime.close()
