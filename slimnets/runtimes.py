@@ -143,10 +143,11 @@ class TensorFlowRuntime(Runtime):
     """The GraphDef rewritten for TensorFlow's CPU kernels
     (`optimize.rewrite_for_tensorflow_cpu`: small pointwise convolutions
     as fused MatMuls, global pools as Means, hard-swish fused into its
-    convolution; at batch 1 on a busy 2-core CPU MobileNet v3-small runs
-    1.85x as fast, v3-large 1.4x, v2 1.15x, v1 alike: see
-    benchmarks/tensorflow_path.py), in its own graph and session, called
-    through `Session.make_callable` (no per-call feed/fetch resolution);
+    convolution; at batch 1 on a 2-core CPU MobileNet v3-small runs about
+    1.9x as fast, v3-large 1.4x, v2 up to 1.15x (on a busy machine), v1
+    alike: see benchmarks/tensorflow_path.py), in its own graph and
+    session, called through `Session.make_callable` (no per-call
+    feed/fetch resolution);
     batch 1 in a one-thread session of its own where sessions can have
     their own pools (`ONE_THREAD_BATCH`).  `rewrite` says what was
     rewritten (an `optimize.CpuRewrite`)."""
