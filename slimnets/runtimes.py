@@ -147,10 +147,9 @@ class TensorFlowRuntime(Runtime):
     1.9x as fast, v3-large 1.4x, v2 up to 1.15x (on a busy machine), v1
     alike: see benchmarks/tensorflow_path.py), in its own graph and
     session, called through `Session.make_callable` (no per-call
-    feed/fetch resolution);
-    batch 1 in a one-thread session of its own where sessions can have
-    their own pools (`ONE_THREAD_BATCH`).  `rewrite` says what was
-    rewritten (an `optimize.CpuRewrite`)."""
+    feed/fetch resolution); batch 1 in a one-thread session of its own
+    where sessions can have their own pools (`ONE_THREAD_BATCH`).
+    `rewrite` says what was rewritten (an `optimize.CpuRewrite`)."""
 
     name = 'tensorflow'
 
