@@ -833,6 +833,7 @@ def main(argv=None):
     """
     args = build_parser().parse_args(argv)
     show_library_log(args.verbose)
+    tflog.prefer_session_thread_pools()
     level = tflog.level_from_environment(verbose=args.verbose)
     try:
         with tflog.filtered_stderr(level):

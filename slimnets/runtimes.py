@@ -44,6 +44,7 @@ from tensorflow.python.util import deprecation  # pylint: disable=g-direct-tenso
 
 from slimnets import checkpoints
 from slimnets import optimize
+from slimnets import tflog
 from slimnets.errors import InputError
 from slimnets.errors import MissingExtraError
 from slimnets.graph_format import INPUT_NAME
@@ -68,7 +69,7 @@ OUTPUT_NAME = 'probabilities'
 # session on one thread, in the caller's thread (no hand-off between
 # threads).  Measured on 2 cores, at batch 1 that takes 0.51x (v3-small) to
 # 0.83x (v1) the time of the shared two-thread pool, idle or busy.
-OWN_POOLS_VARIABLE = 'TF_OVERRIDE_GLOBAL_THREADPOOL'
+OWN_POOLS_VARIABLE = tflog.THREAD_POOLS_VARIABLE  # the command line sets it
 ONE_THREAD_BATCH = 1
 
 
@@ -97,14 +98,6 @@ def is_installed(runtime):
 def installed():
     """The runtimes usable here, in `RUNTIMES` order."""
     return tuple(r for r in RUNTIMES if is_installed(r))
-
-
-def own_thread_pools():
-    """Whether `OWN_POOLS_VARIABLE` asks TensorFlow for an intra-op pool
-    per session (TensorFlow reads it once, when it makes its first device:
-    set it before that)."""
-    return os.environ.get(OWN_POOLS_VARIABLE, '').strip().lower() in (
-        '1', 'true')
 
 
 def _check_images(images):
@@ -165,7 +158,7 @@ class TensorFlowRuntime(Runtime):
         self.session = tf.Session(graph=self.graph)
         self._call = self.session.make_callable(output, feed)
         self.one_thread_session = None   # see ONE_THREAD_BATCH
-        if own_thread_pools():
+        if tflog.session_thread_pools():
             self.one_thread_session = tf.Session(
                 graph=self.graph, config=tf.ConfigProto(
                     intra_op_parallelism_threads=1,
@@ -176,6 +169,12 @@ class TensorFlowRuntime(Runtime):
             in_caller = tf.RunOptions(inter_op_thread_pool=-1)
             self._one_thread_call = lambda images: call(images,
                                                         options=in_caller)
+
+    def describe(self, batch_size=None):
+        if self.one_thread_session is not None and batch_size is not None \
+                and batch_size <= ONE_THREAD_BATCH:
+            return '%s (batch %d on one thread)' % (self.name, batch_size)
+        return self.name
 
     def run(self, images):
         images = _check_images(images)
@@ -525,7 +524,7 @@ class AutoRuntime(Runtime):
         needed), else every choice made so far."""
         if batch_size is not None:
             name = self.choice(batch_size)
-            return 'auto: %s' % self._runtime(name).describe()
+            return 'auto: %s' % self._runtime(name).describe(batch_size)
         if not self.choices:
             return 'auto'
         return 'auto: ' + ', '.join(

@@ -1,4 +1,5 @@
-"""Keeps TensorFlow's C++ log lines off a command-line user's screen.
+"""TensorFlow's process settings made by the command line: its C++ log
+lines kept off the user's screen, and a thread pool per session.
 
 TensorFlow 2.21 writes its start-up lines (oneDNN, CUDA probing, CPU
 features) from C++ straight to file descriptor 2, before `absl` reads
@@ -8,7 +9,13 @@ drops C++ log lines below `level` (0 info, 1 warning, 2 error, 3 fatal) and
 passes everything else through unchanged; Python's own `sys.stderr`
 (tracebacks, warnings, progress bars) bypasses the filter entirely.
 
-Only the command line uses this; library code never touches descriptors.
+`prefer_session_thread_pools()` sets `THREAD_POOLS_VARIABLE` before
+TensorFlow starts, so that each session can have an intra-op pool of its
+own: the 'tensorflow' runtime then runs batch 1 on one thread, in the
+caller's thread (see `slimnets.runtimes.TensorFlowRuntime`).
+
+Only the command line uses this; library code never touches descriptors
+or the process environment.
 """
 
 import contextlib
@@ -18,6 +25,9 @@ import sys
 import threading
 
 LEVEL_VARIABLE = 'TF_CPP_MIN_LOG_LEVEL'
+# Read once by TensorFlow, when it makes its first device: '1' gives each
+# session an intra-op thread pool of its own.
+THREAD_POOLS_VARIABLE = 'TF_OVERRIDE_GLOBAL_THREADPOOL'
 DEFAULT_LEVEL = 3  # only fatal lines
 _SEVERITIES = 'IWEF'
 _CPP_LINE = re.compile(r'^([IWEF])\d{4} \S+\s+\d+ \S+:\d+\] ')
@@ -27,6 +37,25 @@ _LITE_LINE = re.compile(r'^(INFO|WARNING|ERROR): ')
 _LITE_SEVERITIES = ('INFO', 'WARNING', 'ERROR')
 _PREAMBLE = 'WARNING: All log messages before absl::InitializeLog()'
 _CONTINUATION = 'To enable the following instructions'
+
+
+def prefer_session_thread_pools():
+    """Asks TensorFlow for a thread pool per session (THREAD_POOLS_VARIABLE
+    set to 1) unless the user set the variable or TensorFlow is already
+    imported in this process (then it is too late, or the program is not
+    the command line's own).  Returns whether sessions will have their own
+    pools."""
+    if 'tensorflow' not in sys.modules:
+        os.environ.setdefault(THREAD_POOLS_VARIABLE, '1')
+    return session_thread_pools()
+
+
+def session_thread_pools():
+    """Whether THREAD_POOLS_VARIABLE asks TensorFlow for an intra-op pool per
+    session (it takes effect only if set before TensorFlow made its first
+    device)."""
+    return os.environ.get(THREAD_POOLS_VARIABLE, '').strip().lower() in (
+        '1', 'true')
 
 
 def severity(line):

@@ -71,9 +71,13 @@ def test_classify_prints_no_tensorflow_log_lines(cli_process, pretrained_dir):
     assert quiet.returncode == 0, quiet.stderr[-2000:]
     assert '283  tiger cat' in quiet.stdout
     assert quiet.stderr == '', quiet.stderr
+    # (The command line asks TensorFlow for a thread pool per session, so
+    # its own runtime runs one image on one thread, in the caller's.)
+    env.pop(tflog.THREAD_POOLS_VARIABLE, None)
     loud = cli_process('classify', image, '--checkpoint', prefix, '--top-k',
-                       '1', '--verbose', env=env)
+                       '1', '--verbose', '--runtime', 'tensorflow', env=env)
     assert loud.returncode == 0
+    assert 'runtime: tensorflow (batch 1 on one thread)' in loud.stdout
     assert any(tflog.severity(line) is not None
                for line in loud.stderr.splitlines()), loud.stderr
 
@@ -156,3 +160,15 @@ def test_classify_with_nothing_fetchable_names_the_model_in_one_line(
     one_line_error(completed, name, server.url('/a.tgz'), server.url('/b.h5'),
                    '403', '--checkpoint PATH', 'slimnets fetch %s --url' % name)
     assert not (cache / name).exists()
+
+
+def test_thread_pools_are_left_alone_once_tensorflow_is_imported(
+        monkeypatch):
+    """The command line asks for a pool per session only before TensorFlow
+    starts (the subprocess test above sees it); in a process that already
+    imported TensorFlow it sets nothing, and a user's value stands."""
+    monkeypatch.delenv(tflog.THREAD_POOLS_VARIABLE, raising=False)
+    assert tflog.prefer_session_thread_pools() is False
+    assert tflog.THREAD_POOLS_VARIABLE not in os.environ
+    monkeypatch.setenv(tflog.THREAD_POOLS_VARIABLE, '1')
+    assert tflog.prefer_session_thread_pools() is True
