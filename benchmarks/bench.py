@@ -150,6 +150,37 @@ def _keras_runner(constructor, kwargs):
     return run_keras, build_s
 
 
+def time_in_turn(runners, runs, batch_iterations):
+    """Times `runners` ({label: run(images) -> outputs}) in turn (A B C A B
+    C ...), so that a change in the machine's load falls on all alike.
+
+    For each of BATCH_SIZES, a fixed random batch [N, IMAGE_SIZE,
+    IMAGE_SIZE, 3] in [-1, 1]; three warm-up calls per runner (graph
+    tracing, `auto`'s measurement), then `runs` rounds (batch 1:
+    `batch_iterations` calls per timing).
+
+    Yields:
+      (batch size, {label: last outputs}, {label: [seconds per call]}).
+    """
+    rng = np.random.RandomState(0)
+    for batch_size in BATCH_SIZES:
+        batch = rng.uniform(-1, 1, [batch_size, IMAGE_SIZE, IMAGE_SIZE, 3]
+                            ).astype(np.float32)
+        iterations = batch_iterations if batch_size == 1 else 1
+        outputs = {}
+        for label, run in runners.items():
+            for _ in range(3):
+                outputs[label] = run(batch)
+        times = {label: [] for label in runners}
+        for _ in range(runs):
+            for label, run in runners.items():
+                start = time.perf_counter()
+                for _ in range(iterations):
+                    run(batch)
+                times[label].append((time.perf_counter() - start) / iterations)
+        yield batch_size, outputs, times
+
+
 def measure_network(name, runs, batch_iterations):
     """Everything for one network; runs in its own process."""
     factory_name, constructor, kwargs, macs = NETWORKS[name]
@@ -159,22 +190,8 @@ def measure_network(name, runs, batch_iterations):
                                                                 kwargs)
     results = {'network': name, 'published_macs_millions': macs,
                'build': measured, 'batches': {}}
-    rng = np.random.RandomState(0)
-    for batch_size in BATCH_SIZES:
-        batch = rng.uniform(-1, 1, [batch_size, IMAGE_SIZE, IMAGE_SIZE, 3]
-                            ).astype(np.float32)
-        iterations = batch_iterations if batch_size == 1 else 1
-        outputs = {}
-        for label, run in runners.items():  # warm-up (and graph tracing)
-            for _ in range(3):
-                outputs[label] = run(batch)
-        times = {label: [] for label in runners}
-        for _ in range(runs):  # interleaved: A B C A B C ...
-            for label, run in runners.items():
-                start = time.perf_counter()
-                for _ in range(iterations):
-                    run(batch)
-                times[label].append((time.perf_counter() - start) / iterations)
+    for batch_size, outputs, times in time_in_turn(runners, runs,
+                                                   batch_iterations):
         results['batches'][str(batch_size)] = {
             label: {'median_s': float(np.median(t)),
                     'images_per_s': batch_size / float(np.median(t)),

@@ -32,8 +32,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  pylint: disable=wrong-import-position
 
-BATCH_SIZES = (1, 16)
-IMAGE_SIZE = 224
+BATCH_SIZES = bench.BATCH_SIZES
+IMAGE_SIZE = bench.IMAGE_SIZE
 LABELS = ('default', 'tensorflow', 'tflite', 'onnxruntime', 'openvino',
           'keras')
 
@@ -78,22 +78,8 @@ def measure_network(name, runs, batch_iterations):
     runners = dict([('default', auto.run)] + list(runners.items()))
     runners['keras'], _ = bench._keras_runner(constructor, kwargs)  # pylint: disable=protected-access
     results = {'network': name, 'batches': {}}
-    rng = np.random.RandomState(0)
-    for batch_size in BATCH_SIZES:
-        batch = rng.uniform(-1, 1, [batch_size, IMAGE_SIZE, IMAGE_SIZE, 3]
-                            ).astype(np.float32)
-        iterations = batch_iterations if batch_size == 1 else 1
-        outputs = {}
-        for label, run in runners.items():  # warm-up ('auto' measures here)
-            for _ in range(3):
-                outputs[label] = run(batch)
-        times = {label: [] for label in runners}
-        for _ in range(runs):  # interleaved
-            for label, run in runners.items():
-                start = time.perf_counter()
-                for _ in range(iterations):
-                    run(batch)
-                times[label].append((time.perf_counter() - start) / iterations)
+    for batch_size, outputs, times in bench.time_in_turn(
+            runners, runs, batch_iterations):
         timing = {label: {'median_s': float(np.median(t)),
                           'images_per_s': batch_size / float(np.median(t))}
                   for label, t in times.items()}

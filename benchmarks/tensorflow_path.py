@@ -30,7 +30,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -38,8 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  pylint: disable=wrong-import-position
 import runtimes as runtime_benchmark  # noqa: E402  pylint: disable=wrong-import-position
 
-BATCH_SIZES = (1, 16)
-IMAGE_SIZE = 224
+BATCH_SIZES = bench.BATCH_SIZES
+IMAGE_SIZE = bench.IMAGE_SIZE
 LABELS = ('tflite', 'tensorflow', 'unrewritten', 'default', 'one_thread')
 
 
@@ -99,22 +98,8 @@ def measure_network(name, runs, batch_iterations, intra_op_threads,
         runners['one_thread'] = _one_thread(graph_def)
     results = {'network': name, 'rewrite': tensorflow.rewrite._asdict(),
                'batches': {}}
-    rng = np.random.RandomState(0)
-    for batch_size in BATCH_SIZES:
-        batch = rng.uniform(-1, 1, [batch_size, IMAGE_SIZE, IMAGE_SIZE, 3]
-                            ).astype(np.float32)
-        iterations = batch_iterations if batch_size == 1 else 1
-        outputs = {}
-        for label, run in runners.items():  # warm-up ('auto' measures here)
-            for _ in range(3):
-                outputs[label] = run(batch)
-        times = {label: [] for label in runners}
-        for _ in range(runs):
-            for label, run in runners.items():
-                start = time.perf_counter()
-                for _ in range(iterations):
-                    run(batch)
-                times[label].append((time.perf_counter() - start) / iterations)
+    for batch_size, outputs, times in bench.time_in_turn(
+            runners, runs, batch_iterations):
         lite = np.array(times['tflite'])
         results['batches'][str(batch_size)] = {
             'median_ms': {label: 1e3 * float(np.median(t))
