@@ -51,11 +51,15 @@ def _values(prefix, names):
     return {name: reader.get_tensor(name) for name in names}
 
 
-def test_two_sync_workers_of_batch_b_step_as_one_process_of_2b(tmp_path):
+@pytest.mark.parametrize('clones', [1, 2])
+def test_two_sync_workers_of_batch_b_step_as_one_process_of_2b(tmp_path,
+                                                               clones):
     """Batch norm frozen (fine_tune_batch_norm=False): in training mode each
     worker would normalize with its own batch's statistics.  The single
     step and the workers start from the same checkpoint (the chief restores
-    it through the scaffold's init_fn)."""
+    it through the scaffold's init_fn).  With 2 clones per worker
+    (model_deploy inside the cluster) each clone reads the worker's whole
+    batch: the clones' losses are averaged, so the step is the same."""
     spec, config = _spec_and_config()
     rng = np.random.RandomState(0)
     images = rng.uniform(-1, 1, (2 * BATCH, SIZE, SIZE, 3)).astype(np.float32)
@@ -93,7 +97,12 @@ def test_two_sync_workers_of_batch_b_step_as_one_process_of_2b(tmp_path):
         with graph.as_default(), tf.device(distributed.device_setter(role)):
             built = training.build_train_graph(
                 spec, config, _constant_inputs(images[part], labels[part]),
-                distributed.deployment_config(role), replicas_to_aggregate=2)
+                distributed.deployment_config(role, num_clones=clones,
+                                              clone_on_cpu=True),
+                replicas_to_aggregate=2)
+            assert bool(graph.get_operations() and [
+                op for op in graph.get_operations()
+                if op.name.startswith('clone_1/')]) == (clones == 2)
             variables = {v.op.name: v for v in tf.global_variables()}
             assert {tf.DeviceSpec.from_string(variables[n].device).job
                     for n in names} == {'ps'}
@@ -144,9 +153,10 @@ def test_two_sync_workers_of_batch_b_step_as_one_process_of_2b(tmp_path):
     assert moved > 1e-2
     difference = max(np.abs(workers[n] - single[n]).max() /
                      max(1.0, np.abs(single[n]).max()) for n in names)
-    print('2 sync workers of B against one process of 2B: max scaled '
-          'difference %.2g (loss %.6f vs %.6f), %.1f s' % (
-              difference, mean_loss, single_loss, time.time() - began))
+    print('2 sync workers of B (%d clone%s each) against one process of 2B: '
+          'max scaled difference %.2g (loss %.6f vs %.6f), %.1f s' % (
+              clones, '' if clones == 1 else 's', difference, mean_loss,
+              single_loss, time.time() - began))
     assert difference < 1e-5, difference
 
 
