@@ -51,15 +51,16 @@ def _values(prefix, names):
     return {name: reader.get_tensor(name) for name in names}
 
 
-@pytest.mark.parametrize('clones', [1, 2])
-def test_two_sync_workers_of_batch_b_step_as_one_process_of_2b(tmp_path,
-                                                               clones):
+@pytest.mark.parametrize('clones,ps_tasks', [(1, 1), (2, 2)])
+def test_two_sync_workers_of_batch_b_step_as_one_process_of_2b(
+        tmp_path, clones, ps_tasks):
     """Batch norm frozen (fine_tune_batch_norm=False): in training mode each
     worker would normalize with its own batch's statistics.  The single
     step and the workers start from the same checkpoint (the chief restores
     it through the scaffold's init_fn).  With 2 clones per worker
     (model_deploy inside the cluster) each clone reads the worker's whole
-    batch: the clones' losses are averaged, so the step is the same."""
+    batch: the clones' losses are averaged, so the step is the same; that
+    case also spreads the variables over 2 ps tasks."""
     spec, config = _spec_and_config()
     rng = np.random.RandomState(0)
     images = rng.uniform(-1, 1, (2 * BATCH, SIZE, SIZE, 3)).astype(np.float32)
@@ -83,14 +84,16 @@ def test_two_sync_workers_of_batch_b_step_as_one_process_of_2b(tmp_path,
             single = dict(zip(names, sess.run(trainable)))
 
     # 1 ps + 2 workers in this process, batch B each.
-    ps_port, *worker_ports = free_ports(3)
-    hosts = dict(ps_hosts='127.0.0.1:%d' % ps_port,
+    ports = free_ports(ps_tasks + 2)
+    ps_ports, worker_ports = ports[:ps_tasks], ports[ps_tasks:]
+    hosts = dict(ps_hosts=','.join('127.0.0.1:%d' % p for p in ps_ports),
                  worker_hosts=','.join('127.0.0.1:%d' % p
                                        for p in worker_ports))
     roles = [cluster_lib.from_hosts(job_name='worker', task_index=k, **hosts)
              for k in range(2)]
-    ps_role = cluster_lib.from_hosts(job_name='ps', task_index=0, **hosts)
-    servers = [distributed.start_server(role) for role in [ps_role] + roles]
+    ps_roles = [cluster_lib.from_hosts(job_name='ps', task_index=k, **hosts)
+                for k in range(ps_tasks)]
+    servers = [distributed.start_server(role) for role in roles + ps_roles]
     graphs = []
     for role, part in zip(roles, np.split(np.arange(2 * BATCH), 2)):
         graph = tf.Graph()
@@ -106,6 +109,8 @@ def test_two_sync_workers_of_batch_b_step_as_one_process_of_2b(tmp_path,
             variables = {v.op.name: v for v in tf.global_variables()}
             assert {tf.DeviceSpec.from_string(variables[n].device).job
                     for n in names} == {'ps'}
+            assert {tf.DeviceSpec.from_string(variables[n].device).task
+                    for n in names} == set(range(ps_tasks))
             init_fn = checkpoints.init_fn(start, var_list=tf.model_variables(),
                                           moving_average=False) \
                 if role.is_chief else None
@@ -118,19 +123,20 @@ def test_two_sync_workers_of_batch_b_step_as_one_process_of_2b(tmp_path,
         try:
             with graph.as_default():
                 outcome[index] = distributed.run_worker(
-                    roles[index], servers[1 + index].target, built.train_op,
+                    roles[index], servers[index].target, built.train_op,
                     built.total_loss, built.global_step, max_steps=1,
                     train_dir=str(tmp_path / 'run'), init_fn=init_fn,
                     sync_optimizer=built.sync_optimizer)
         except Exception as error:  # pylint: disable=broad-except
             outcome[index] = error
 
-    def serve():
-        outcome['ps'] = distributed.serve(ps_role, server=servers[0])
+    def serve(k):
+        outcome['ps', k] = distributed.serve(ps_roles[k], server=servers[2 + k])
 
     threads = [threading.Thread(target=work, args=(k,), daemon=True)
-               for k in range(2)] + [threading.Thread(target=serve,
-                                                      daemon=True)]
+               for k in range(2)] + [
+        threading.Thread(target=serve, args=(k,), daemon=True)
+        for k in range(ps_tasks)]
     began = time.time()
     for thread in threads:
         thread.start()
@@ -139,7 +145,8 @@ def test_two_sync_workers_of_batch_b_step_as_one_process_of_2b(tmp_path,
     assert not any(t.is_alive() for t in threads), outcome
     for index in range(2):
         assert not isinstance(outcome[index], Exception), outcome[index]
-    assert sorted(outcome['ps']) == [0, 1]     # the ps saw both done
+    for k in range(ps_tasks):                 # each ps saw both done
+        assert sorted(outcome['ps', k]) == [0, 1]
     first, last, losses = outcome[0]
     assert (first, last, len(losses)) == (0, 1, 1)
     # Each worker's loss is its half's; their mean is the 2B loss.
