@@ -51,6 +51,85 @@ def _values(prefix, names):
     return {name: reader.get_tensor(name) for name in names}
 
 
+def _train_in_process_cluster(train_dir, spec, config, worker_inputs, start,
+                              names, clones=1, ps_tasks=1,
+                              replicas_to_aggregate=None, max_steps=1):
+    """`ps_tasks` parameter servers and one worker per `worker_inputs` entry
+    ((images, labels) it trains on), each a tf.train.Server in this process
+    and a thread; the chief starts from checkpoint `start`.  Asserts that
+    every variable in `names` lives on the ps tasks (all of them used), that
+    every thread ended and that each ps saw every worker done.
+
+    Returns:
+      {worker index: (first step, last step, losses)}.
+    """
+    workers = len(worker_inputs)
+    ports = free_ports(ps_tasks + workers)
+    ps_ports, worker_ports = ports[:ps_tasks], ports[ps_tasks:]
+    hosts = dict(ps_hosts=','.join('127.0.0.1:%d' % p for p in ps_ports),
+                 worker_hosts=','.join('127.0.0.1:%d' % p
+                                       for p in worker_ports))
+    roles = [cluster_lib.from_hosts(job_name='worker', task_index=k, **hosts)
+             for k in range(workers)]
+    ps_roles = [cluster_lib.from_hosts(job_name='ps', task_index=k, **hosts)
+                for k in range(ps_tasks)]
+    servers = [distributed.start_server(role) for role in roles + ps_roles]
+    graphs = []
+    for role, (images, labels) in zip(roles, worker_inputs):
+        graph = tf.Graph()
+        with graph.as_default(), tf.device(distributed.device_setter(role)):
+            built = training.build_train_graph(
+                spec, config, _constant_inputs(images, labels),
+                distributed.deployment_config(role, num_clones=clones,
+                                              clone_on_cpu=True),
+                replicas_to_aggregate=replicas_to_aggregate)
+            assert bool([op for op in graph.get_operations()
+                         if op.name.startswith('clone_1/')]) == (clones > 1)
+            variables = {v.op.name: v for v in tf.global_variables()}
+            devices = [tf.DeviceSpec.from_string(variables[n].device)
+                       for n in names]
+            assert {d.job for d in devices} == {'ps'}
+            assert {d.task for d in devices} == set(range(ps_tasks))
+            init_fn = checkpoints.init_fn(start, var_list=tf.model_variables(),
+                                          moving_average=False) \
+                if role.is_chief else None
+        graphs.append((graph, built, init_fn))
+
+    outcome = {}
+
+    def work(index):
+        graph, built, init_fn = graphs[index]
+        try:
+            with graph.as_default():
+                outcome[index] = distributed.run_worker(
+                    roles[index], servers[index].target, built.train_op,
+                    built.total_loss, built.global_step, max_steps=max_steps,
+                    train_dir=str(train_dir), init_fn=init_fn,
+                    sync_optimizer=built.sync_optimizer)
+        except Exception as error:  # pylint: disable=broad-except
+            outcome[index] = error
+
+    def serve(k):
+        outcome['ps', k] = distributed.serve(ps_roles[k],
+                                             server=servers[workers + k])
+
+    threads = [threading.Thread(target=work, args=(k,), daemon=True)
+               for k in range(workers)] + [
+        threading.Thread(target=serve, args=(k,), daemon=True)
+        for k in range(ps_tasks)]
+    began = time.time()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(1, THREAD_LIMIT_SECONDS - (time.time() - began)))
+    assert not any(t.is_alive() for t in threads), outcome
+    for index in range(workers):
+        assert not isinstance(outcome[index], Exception), outcome[index]
+    for k in range(ps_tasks):                 # each ps saw every worker done
+        assert sorted(outcome['ps', k]) == list(range(workers))
+    return outcome
+
+
 @pytest.mark.parametrize('clones,ps_tasks', [(1, 1), (2, 2)])
 def test_two_sync_workers_of_batch_b_step_as_one_process_of_2b(
         tmp_path, clones, ps_tasks):
@@ -83,70 +162,13 @@ def test_two_sync_workers_of_batch_b_step_as_one_process_of_2b(
             single_loss = sess.run([parts.train_op, parts.total_loss])[1]
             single = dict(zip(names, sess.run(trainable)))
 
-    # 1 ps + 2 workers in this process, batch B each.
-    ports = free_ports(ps_tasks + 2)
-    ps_ports, worker_ports = ports[:ps_tasks], ports[ps_tasks:]
-    hosts = dict(ps_hosts=','.join('127.0.0.1:%d' % p for p in ps_ports),
-                 worker_hosts=','.join('127.0.0.1:%d' % p
-                                       for p in worker_ports))
-    roles = [cluster_lib.from_hosts(job_name='worker', task_index=k, **hosts)
-             for k in range(2)]
-    ps_roles = [cluster_lib.from_hosts(job_name='ps', task_index=k, **hosts)
-                for k in range(ps_tasks)]
-    servers = [distributed.start_server(role) for role in roles + ps_roles]
-    graphs = []
-    for role, part in zip(roles, np.split(np.arange(2 * BATCH), 2)):
-        graph = tf.Graph()
-        with graph.as_default(), tf.device(distributed.device_setter(role)):
-            built = training.build_train_graph(
-                spec, config, _constant_inputs(images[part], labels[part]),
-                distributed.deployment_config(role, num_clones=clones,
-                                              clone_on_cpu=True),
-                replicas_to_aggregate=2)
-            assert bool(graph.get_operations() and [
-                op for op in graph.get_operations()
-                if op.name.startswith('clone_1/')]) == (clones == 2)
-            variables = {v.op.name: v for v in tf.global_variables()}
-            assert {tf.DeviceSpec.from_string(variables[n].device).job
-                    for n in names} == {'ps'}
-            assert {tf.DeviceSpec.from_string(variables[n].device).task
-                    for n in names} == set(range(ps_tasks))
-            init_fn = checkpoints.init_fn(start, var_list=tf.model_variables(),
-                                          moving_average=False) \
-                if role.is_chief else None
-        graphs.append((graph, built, init_fn))
-
-    outcome = {}
-
-    def work(index):
-        graph, built, init_fn = graphs[index]
-        try:
-            with graph.as_default():
-                outcome[index] = distributed.run_worker(
-                    roles[index], servers[index].target, built.train_op,
-                    built.total_loss, built.global_step, max_steps=1,
-                    train_dir=str(tmp_path / 'run'), init_fn=init_fn,
-                    sync_optimizer=built.sync_optimizer)
-        except Exception as error:  # pylint: disable=broad-except
-            outcome[index] = error
-
-    def serve(k):
-        outcome['ps', k] = distributed.serve(ps_roles[k], server=servers[2 + k])
-
-    threads = [threading.Thread(target=work, args=(k,), daemon=True)
-               for k in range(2)] + [
-        threading.Thread(target=serve, args=(k,), daemon=True)
-        for k in range(ps_tasks)]
+    # ps_tasks ps + 2 workers in this process, batch B each.
+    halves = [(images[part], labels[part])
+              for part in np.split(np.arange(2 * BATCH), 2)]
     began = time.time()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(THREAD_LIMIT_SECONDS - (time.time() - began))
-    assert not any(t.is_alive() for t in threads), outcome
-    for index in range(2):
-        assert not isinstance(outcome[index], Exception), outcome[index]
-    for k in range(ps_tasks):                 # each ps saw both done
-        assert sorted(outcome['ps', k]) == [0, 1]
+    outcome = _train_in_process_cluster(
+        tmp_path / 'run', spec, config, halves, start, names, clones=clones,
+        ps_tasks=ps_tasks, replicas_to_aggregate=2, max_steps=1)
     first, last, losses = outcome[0]
     assert (first, last, len(losses)) == (0, 1, 1)
     # Each worker's loss is its half's; their mean is the 2B loss.
@@ -165,6 +187,39 @@ def test_two_sync_workers_of_batch_b_step_as_one_process_of_2b(
               clones, '' if clones == 1 else 's', difference, mean_loss,
               single_loss, time.time() - began))
     assert difference < 1e-5, difference
+
+
+def test_two_asynchronous_workers_share_the_global_step(tmp_path):
+    """Without --sync-replicas every worker's step is a global step: two
+    workers reach the last step together, each having applied its own
+    gradients, and the chief's last checkpoint holds the moved weights."""
+    spec, config = _spec_and_config()
+    rng = np.random.RandomState(1)
+    images = rng.uniform(-1, 1, (2 * BATCH, SIZE, SIZE, 3)).astype(np.float32)
+    labels = rng.randint(0, CLASSES, 2 * BATCH)
+    start = str(tmp_path / 'start' / 'model.ckpt')
+    with tf.Graph().as_default():
+        training.build_train_graph(spec, config, _constant_inputs(
+            images, labels), model_deploy.DeploymentConfig())
+        names = [v.op.name for v in tf.trainable_variables()]
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver().save(sess, start, write_meta_graph=False)
+    steps = 6
+    outcome = _train_in_process_cluster(
+        tmp_path / 'run', spec, config,
+        [(images[:BATCH], labels[:BATCH]), (images[BATCH:], labels[BATCH:])],
+        start, names, max_steps=steps)
+    taken = [len(outcome[k][2]) for k in range(2)]
+    last = max(outcome[k][1] for k in range(2))
+    # Every step a worker ran moved the global step by one, and both took
+    # part; a worker that read the step just before the other's increment
+    # may run one step past max_steps.
+    assert min(taken) >= 1 and sum(taken) == last >= steps, outcome
+    final = tf.train.latest_checkpoint(str(tmp_path / 'run'))
+    assert int(final.rsplit('-', 1)[1]) >= steps
+    first, trained = _values(start, names), _values(final, names)
+    assert max(np.abs(trained[n] - first[n]).max() for n in names) > 1e-3
 
 
 # ------------------------------------------------------ the command line
