@@ -103,6 +103,23 @@ class Parser(cli.ArgumentParser):
         return super().parse_args(args, namespace)
 
 
+def add_dataset_and_model_flags(parser, split):
+    """research/slim's dataset and network flags, shared by the training and
+    evaluation scripts (`split`: the --dataset_split_name default)."""
+    add = parser.add_argument
+    add('--dataset_name', default='imagenet',
+        help='imagenet, flowers, cifar10 or mnist (its class count)')
+    add('--dataset_split_name', default=split)
+    add('--dataset_dir', default=None, help='the TFRecord shards')
+    add('--labels_offset', type=int, default=0,
+        help='not supported (must be 0)')
+    add('--model_name', default='inception_v3',
+        help='a nets_factory MobileNet name, e.g. mobilenet_v1_025')
+    add('--preprocessing_name', type=optional(str), default=None,
+        help='Inception-style for every MobileNet; only inception* and '
+             'mobilenet* names are accepted')
+
+
 def add_cluster_flags(parser, worker_flags=True):
     """The reference's multi-process flags; with `worker_flags` (training)
     also those of TensorFlow's distributed examples (`--ps_hosts`,

@@ -47,16 +47,7 @@ def build_parser():
         help='where the summaries and results.json are written')
     add('--num_preprocessing_threads', type=int, default=4,
         help='accepted; tf.data tunes its own parallelism')
-    add('--dataset_name', default='imagenet',
-        help='imagenet, flowers, cifar10 or mnist')
-    add('--dataset_split_name', default='test')
-    add('--dataset_dir', default=None, help='the TFRecord shards')
-    add('--labels_offset', type=int, default=0,
-        help='not supported (must be 0)')
-    add('--model_name', default='inception_v3',
-        help='a nets_factory MobileNet name, e.g. mobilenet_v1_025')
-    add('--preprocessing_name', type=legacy.optional(str), default=None,
-        help='Inception-style for every MobileNet')
+    legacy.add_dataset_and_model_flags(parser, split='test')
     add('--moving_average_decay', type=legacy.optional(float), default=None,
         help='evaluate the moving averages of the weights')
     add('--eval_image_size', type=legacy.optional(int), default=None)

@@ -103,17 +103,7 @@ def build_parser():
     add('--num_epochs_per_decay', type=float,
         default=DEFAULTS.num_epochs_per_decay)
     add('--moving_average_decay', type=legacy.optional(float), default=None)
-    add('--dataset_name', default='imagenet',
-        help='imagenet, flowers, cifar10 or mnist (its class count)')
-    add('--dataset_split_name', default='train')
-    add('--dataset_dir', default=None, help='the TFRecord shards')
-    add('--labels_offset', type=int, default=0,
-        help='not supported (must be 0)')
-    add('--model_name', default='inception_v3',
-        help='a nets_factory MobileNet name, e.g. mobilenet_v1_025')
-    add('--preprocessing_name', type=legacy.optional(str), default=None,
-        help='Inception-style for every MobileNet; only inception* and '
-             'mobilenet* names are accepted')
+    legacy.add_dataset_and_model_flags(parser, split='train')
     add('--batch_size', type=int, default=DEFAULTS.batch_size)
     add('--train_image_size', type=legacy.optional(int), default=None)
     add('--max_number_of_steps', type=legacy.optional(int), default=None)
