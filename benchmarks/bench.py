@@ -209,17 +209,18 @@ def _worker(args):
                                      args.batch_iterations)))
 
 
-def _plot(results, path):
+def plot_images_per_second(results, labels, path, title):
+    """A bar chart of images/s, one panel per batch size, one bar per label
+    and network; None (and a line saying why) without matplotlib."""
     try:
         import matplotlib  # pylint: disable=import-outside-toplevel
         matplotlib.use('Agg')
         from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
     except ImportError:
-        print('matplotlib is not installed: no plot (pip install '
-              "-e '.[bench]')")
+        print("matplotlib is not installed: no plot (pip install -e '.[bench]')")
         return None
-    labels = ('slim', 'frozen', 'frozen_xla', 'keras')
-    figure, axes = pyplot.subplots(1, len(BATCH_SIZES), figsize=(12, 4.5))
+    figure, axes = pyplot.subplots(1, len(BATCH_SIZES), figsize=(13, 4.5))
+    width = 0.8 / len(labels)
     for axis, batch_size in zip(axes, BATCH_SIZES):
         names = [r['network'].replace('mobilenet_', '').replace('_1.0_224', '')
                  for r in results['networks']]
@@ -227,18 +228,35 @@ def _plot(results, path):
         for offset, label in enumerate(labels):
             values = [r['batches'][str(batch_size)][label]['images_per_s']
                       for r in results['networks']]
-            axis.bar(positions + (offset - 1.5) * 0.2, values, 0.2,
-                     label=label)
+            axis.bar(positions + (offset - (len(labels) - 1) / 2.0) * width,
+                     values, width, label=label)
         axis.set_xticks(positions)
         axis.set_xticklabels(names)
         axis.set_title('batch %d' % batch_size)
         axis.set_ylabel('images / s')
-        axis.legend()
-    figure.suptitle('MobileNets at 224x224, %s, %d cores' % (
-        results['tensorflow'], os.cpu_count()))
+        axis.legend(fontsize=8)
+    figure.suptitle('%s, TensorFlow %s, %d cores' % (
+        title, results['tensorflow'], os.cpu_count()))
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     return path
+
+
+def argument_parser(description, runs, batch_iterations):
+    """The options every benchmark here shares (--runs, --batch-iterations,
+    --networks, --output-dir and the hidden --worker)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('--runs', type=int, default=runs,
+                        help='timed runs per variant and batch size')
+    parser.add_argument('--batch-iterations', type=int,
+                        default=batch_iterations,
+                        help='forward passes per timed run at batch 1')
+    parser.add_argument('--networks', nargs='+', default=list(NETWORKS),
+                        choices=list(NETWORKS))
+    parser.add_argument('--output-dir', default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), 'results'))
+    parser.add_argument('--worker', help=argparse.SUPPRESS)
+    return parser
 
 
 def _table(results):
@@ -298,16 +316,8 @@ def measure_each(script, args, extra_args=()):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--runs', type=int, default=12,
-                        help='timed runs per variant and batch size (>= 10)')
-    parser.add_argument('--batch-iterations', type=int, default=5,
-                        help='forward passes per timed run at batch 1')
-    parser.add_argument('--networks', nargs='+', default=list(NETWORKS),
-                        choices=list(NETWORKS))
-    parser.add_argument('--output-dir', default=os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), 'results'))
-    parser.add_argument('--worker', help=argparse.SUPPRESS)
+    parser = argument_parser(__doc__.split('\n')[0], runs=12,
+                             batch_iterations=5)
     args = parser.parse_args()
     if args.worker:
         _worker(args)
@@ -321,8 +331,10 @@ def main():
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, 'results.json'), 'w') as handle:
         json.dump(results, handle, indent=1)
-    plot = _plot(results, os.path.join(args.output_dir,
-                                       'images_per_second.png'))
+    plot = plot_images_per_second(
+        results, ('slim', 'frozen', 'frozen_xla', 'keras'),
+        os.path.join(args.output_dir, 'images_per_second.png'),
+        'MobileNets at 224x224')
     print(_table(results))
     print('\nwrote %s%s' % (os.path.join(args.output_dir, 'results.json'),
                             ' and ' + plot if plot else ''))

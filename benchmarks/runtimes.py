@@ -20,7 +20,6 @@ runtimes.json and runtimes.png (--output-dir).  Each network is measured
 in its own process.  Run:  .venv/bin/python benchmarks/runtimes.py
 """
 
-import argparse
 import json
 import os
 import sys
@@ -92,39 +91,6 @@ def measure_network(name, runs, batch_iterations):
     return results
 
 
-def _plot(results, path):
-    try:
-        import matplotlib  # pylint: disable=import-outside-toplevel
-        matplotlib.use('Agg')
-        from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install -e '.[bench]')")
-        return None
-    labels = [label for label in LABELS
-              if label in results['networks'][0]['batches']['1']]
-    figure, axes = pyplot.subplots(1, len(BATCH_SIZES), figsize=(13, 4.5))
-    width = 0.8 / len(labels)
-    for axis, batch_size in zip(axes, BATCH_SIZES):
-        names = [r['network'].replace('mobilenet_', '').replace('_1.0_224', '')
-                 for r in results['networks']]
-        positions = np.arange(len(names))
-        for offset, label in enumerate(labels):
-            values = [r['batches'][str(batch_size)][label]['images_per_s']
-                      for r in results['networks']]
-            axis.bar(positions + (offset - (len(labels) - 1) / 2.0) * width,
-                     values, width, label=label)
-        axis.set_xticks(positions)
-        axis.set_xticklabels(names)
-        axis.set_title('batch %d' % batch_size)
-        axis.set_ylabel('images / s')
-        axis.legend(fontsize=8)
-    figure.suptitle('MobileNets at 224x224 by runtime, TensorFlow %s, %d cores'
-                    % (results['tensorflow'], os.cpu_count()))
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    return path
-
-
 def _table(results):
     labels = [label for label in LABELS
               if label in results['networks'][0]['batches']['1']]
@@ -155,15 +121,8 @@ def _table(results):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--runs', type=int, default=12)
-    parser.add_argument('--batch-iterations', type=int, default=5,
-                        help='forward passes per timed run at batch 1')
-    parser.add_argument('--networks', nargs='+', default=list(bench.NETWORKS),
-                        choices=list(bench.NETWORKS))
-    parser.add_argument('--output-dir', default=os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), 'results'))
-    parser.add_argument('--worker', help=argparse.SUPPRESS)
+    parser = bench.argument_parser(__doc__.split('\n')[0], runs=12,
+                                   batch_iterations=5)
     args = parser.parse_args()
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     if args.worker:
@@ -177,7 +136,11 @@ def main():
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, 'runtimes.json'), 'w') as handle:
         json.dump(results, handle, indent=1)
-    plot = _plot(results, os.path.join(args.output_dir, 'runtimes.png'))
+    plot = bench.plot_images_per_second(
+        results, [label for label in LABELS
+                  if label in results['networks'][0]['batches']['1']],
+        os.path.join(args.output_dir, 'runtimes.png'),
+        'MobileNets at 224x224 by runtime')
     print(_table(results))
     print('\nwrote %s%s' % (os.path.join(args.output_dir, 'runtimes.json'),
                             ' and ' + plot if plot else ''))

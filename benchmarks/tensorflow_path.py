@@ -25,7 +25,6 @@ Writes tensorflow_path.json (--output-dir).
 Run:  .venv/bin/python benchmarks/tensorflow_path.py
 """
 
-import argparse
 import json
 import os
 import sys
@@ -143,19 +142,12 @@ def _table(results):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--runs', type=int, default=15)
-    parser.add_argument('--batch-iterations', type=int, default=10,
-                        help='forward passes per timed run at batch 1')
+    parser = bench.argument_parser(__doc__.split('\n')[0], runs=15,
+                                   batch_iterations=10)
     parser.add_argument('--intra-op-threads', type=int, default=0,
                         help="TensorFlow's intra-op threads (0: its default)")
     parser.add_argument('--one-thread-session', action='store_true',
                         help='also time the one_thread runner (see above)')
-    parser.add_argument('--networks', nargs='+', default=list(bench.NETWORKS),
-                        choices=list(bench.NETWORKS))
-    parser.add_argument('--output-dir', default=os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), 'results'))
-    parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     if args.worker:

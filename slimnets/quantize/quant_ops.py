@@ -116,19 +116,11 @@ def LastValueQuantize(inputs,  # pylint: disable=invalid-name
     Returns:
       a tensor like `inputs`.
     """
-    with tf.variable_scope(None, default_name=name_prefix, values=[inputs],
-                           reuse=reuse):
-        min_var, max_var = _variables(inputs, per_channel, init_min,
-                                      init_max, vars_collection)
-        if not is_training:
-            return _fake_quant(inputs, min_var, max_var, per_channel,
-                               num_bits, narrow_range)
-        range_min, range_max = _batch_range(inputs, per_channel, symmetric,
-                                            num_bits, narrow_range)
-        assign_min = tf.assign(min_var, range_min, name='AssignMinLast')
-        assign_max = tf.assign(max_var, range_max, name='AssignMaxLast')
-        return _fake_quant(inputs, assign_min, assign_max, per_channel,
-                           num_bits, narrow_range)
+    return _quantize(
+        inputs, per_channel, init_min, init_max, vars_collection, name_prefix,
+        reuse, is_training, num_bits, narrow_range, symmetric,
+        lambda variable, value, name: tf.assign(variable, value,
+                                                name='Assign%sLast' % name))
 
 
 def MovingAvgQuantize(inputs,  # pylint: disable=invalid-name
@@ -151,6 +143,19 @@ def MovingAvgQuantize(inputs,  # pylint: disable=invalid-name
     Returns:
       a tensor like `inputs`.
     """
+    return _quantize(
+        inputs, per_channel, init_min, init_max, vars_collection, name_prefix,
+        reuse, is_training, num_bits, narrow_range, symmetric,
+        lambda variable, value, name: _assign_zero_debiased_average(
+            variable, value, ema_decay, name='Assign%sEma' % name))
+
+
+def _quantize(inputs, per_channel, init_min, init_max, vars_collection,
+              name_prefix, reuse, is_training, num_bits, narrow_range,
+              symmetric, update):
+    """The two quantizers' shared body: `min`/`max` variables under
+    `name_prefix`; in training `update(variable, batch value, 'Min' or
+    'Max')` moves each towards the batch's range before quantizing."""
     with tf.variable_scope(None, default_name=name_prefix, values=[inputs],
                            reuse=reuse):
         min_var, max_var = _variables(inputs, per_channel, init_min,
@@ -160,9 +165,6 @@ def MovingAvgQuantize(inputs,  # pylint: disable=invalid-name
                                num_bits, narrow_range)
         range_min, range_max = _batch_range(inputs, per_channel, symmetric,
                                             num_bits, narrow_range)
-        assign_min = _assign_zero_debiased_average(
-            min_var, range_min, ema_decay, name='AssignMinEma')
-        assign_max = _assign_zero_debiased_average(
-            max_var, range_max, ema_decay, name='AssignMaxEma')
-        return _fake_quant(inputs, assign_min, assign_max, per_channel,
+        return _fake_quant(inputs, update(min_var, range_min, 'Min'),
+                           update(max_var, range_max, 'Max'), per_channel,
                            num_bits, narrow_range)
