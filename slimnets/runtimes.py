@@ -63,13 +63,13 @@ AUTO_FILE = 'runtimes.json'
 # much before `auto` refuses it (the contract every runtime meets).
 AGREEMENT = 1e-4
 OUTPUT_NAME = 'probabilities'
-# With TF_OVERRIDE_GLOBAL_THREADPOOL=1 set before TensorFlow makes its first
-# device, each session can have an intra-op thread pool of its own; the
+# With tflog.THREAD_POOLS_VARIABLE (TF_OVERRIDE_GLOBAL_THREADPOOL=1; the
+# command line sets it) set before TensorFlow makes its first device, each
+# session can have an intra-op thread pool of its own; the
 # 'tensorflow' runtime then runs batches up to ONE_THREAD_BATCH in a second
 # session on one thread, in the caller's thread (no hand-off between
 # threads).  Measured on 2 cores, at batch 1 that takes 0.51x (v3-small) to
 # 0.83x (v1) the time of the shared two-thread pool, idle or busy.
-OWN_POOLS_VARIABLE = tflog.THREAD_POOLS_VARIABLE  # the command line sets it
 ONE_THREAD_BATCH = 1
 
 

@@ -20,6 +20,7 @@ import tensorflow.compat.v1 as tf
 
 from slimnets import optimize
 from slimnets import runtimes
+from slimnets import tflog
 from slimnets.graph_format import INPUT_SCALE_ATTR
 
 import small_models
@@ -277,6 +278,7 @@ import json, os, resource, sys
 import numpy as np
 import tensorflow.compat.v1 as tf
 from slimnets import runtimes
+from slimnets import tflog
 
 rng = np.random.RandomState(0)
 graph = tf.Graph()
@@ -332,7 +334,7 @@ def test_batch_one_runs_in_the_callers_thread_with_own_pools(tmp_path):
 
 
 def test_one_pool_for_all_sessions_keeps_one_session(model, monkeypatch):
-    monkeypatch.delenv(runtimes.OWN_POOLS_VARIABLE, raising=False)
+    monkeypatch.delenv(tflog.THREAD_POOLS_VARIABLE, raising=False)
     _, folded, _, _ = model
     runtime = runtimes.TensorFlowRuntime(folded)
     try:
