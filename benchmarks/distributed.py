@@ -21,8 +21,8 @@ For each it prints the seconds per global step and the images per second
 (global steps per second x images per global step), measured on the
 chief's clock from --warmup global steps to the end.  Every process shares
 this machine's cores, so the cluster rows measure the runtime's overhead
-(gRPC, variables on the ps), not a speed-up.  Writes results.json under
---output-dir too.
+(gRPC, variables on the ps), not a speed-up.  Writes distributed.json
+under --output-dir too.
 """
 
 import argparse

@@ -23,7 +23,7 @@ Run by hand (not in the tests):
                 eval and train did before streaming).
    Peak RSS is the process's VmHWM (Linux; ru_maxrss elsewhere).
 
-Prints a table and writes results.json under --output-dir.
+Prints a table and writes input_pipeline.json under --output-dir.
 """
 
 import argparse

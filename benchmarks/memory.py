@@ -1,24 +1,46 @@
-"""Peak memory of `slimnets classify` and `slimnets eval` against the number
-of images: streaming in batches keeps it flat.
+"""Peak memory of the main job: `slimnets classify` and `slimnets eval`.
 
-For each count, a fresh process classifies (and evaluates) that many small
-generated PNGs with a generated v1 0.25 checkpoint at 128 pixels (no
-download), and the peak resident set size of that process is reported
-(`resource.getrusage(RUSAGE_CHILDREN)`).  Run by hand:
+Each case runs in a fresh process and reports that process's peak resident
+set size (`resource.getrusage(RUSAGE_CHILDREN).ru_maxrss` read by a small
+parent).  The cases (the ones issue 25 asks about):
 
-    .venv/bin/python benchmarks/memory.py --counts 10 1000 10000
+  classify 300 / 3,000 generated JPEGs, with `--runtime auto`: on the first
+           run (an empty cache: `auto` loads and times every installed
+           runtime, then keeps only the one it chose) and again once the
+           choice is cached;
+  eval     10,000 generated JPEGs in one class folder (cached choice).
 
-Prints one row per (command, count) and the ratio of the largest to the
-smallest peak.
+The model is Google's MobileNet v2 1.0_224 when
+../shared/fixtures/pretrained/mobilenet_v2/1.0_224/model.ckpt is there
+(the default-size model), else a generated v1 0.25 checkpoint at 128 px
+(`--checkpoint` names another).  Images are small (they are resized to the
+model's size anyway).  Run by hand:
+
+    .venv/bin/python benchmarks/memory.py
+    .venv/bin/python benchmarks/memory.py --classify 10 1000 --eval 10000
+
+Prints one row per case and writes benchmarks/results/memory.json.
 """
 
 import argparse
+import json
 import os
+import platform
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PRETRAINED = os.path.join(HERE, '..', '..', 'shared', 'fixtures',
+                          'pretrained', 'mobilenet_v2', '1.0_224',
+                          'model.ckpt')
+RESULTS = os.path.join(HERE, 'results', 'memory.json')
 
 
 def make_checkpoint(folder):
@@ -39,56 +61,98 @@ def make_checkpoint(folder):
                               write_meta_graph=False)
 
 
-def make_images(folder, count):
+def make_images(folder, count, distinct=16):
+    """`count` small JPEGs in folder/n02123159 (`distinct` different ones,
+    repeated); their paths."""
     import tensorflow as tf2
     classes = os.path.join(folder, 'n02123159')
     os.makedirs(classes, exist_ok=True)
     rng = np.random.RandomState(0)
-    png = tf2.io.encode_png(rng.randint(0, 255, (160, 160, 3), np.uint8)).numpy()
+    encoded = []
+    for _ in range(distinct):
+        coarse = rng.randint(0, 255, (1, 6, 6, 3)).astype(np.float32)
+        pixels = tf2.image.resize(coarse, (120, 160))[0]
+        encoded.append(tf2.io.encode_jpeg(
+            tf2.cast(pixels, tf2.uint8), quality=85).numpy())
     paths = []
     for index in range(count):
-        path = os.path.join(classes, '%05d.png' % index)
+        path = os.path.join(classes, '%05d.jpg' % index)
         with open(path, 'wb') as handle:
-            handle.write(png)
+            handle.write(encoded[index % distinct])
         paths.append(path)
     return paths
 
 
-def peak_of(args):
-    """Peak RSS (MB) of `python -m slimnets ARGS` in a fresh process."""
+def peak_of(args, cache):
+    """(peak RSS MB, seconds) of `python -m slimnets ARGS` in a fresh
+    process whose checkpoint cache (and so `auto`'s memory) is `cache`."""
     code = ('import resource, subprocess, sys\n'
             'subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)\n'
             'print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n')
+    env = dict(os.environ, SLIMNETS_CACHE=cache)
+    start = time.time()
     completed = subprocess.run(
         [sys.executable, '-c', code, sys.executable, '-m', 'slimnets'] + args,
-        capture_output=True, text=True, check=True)
-    return int(completed.stdout.split()[-1]) / 1024.0
+        capture_output=True, text=True, env=env)
+    if completed.returncode:
+        raise SystemExit('slimnets %s failed:\n%s' % (
+            ' '.join(args[:3]), completed.stderr[-3000:]))
+    return int(completed.stdout.split()[-1]) / 1024.0, time.time() - start
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--counts', type=int, nargs='+',
-                        default=[10, 1000, 10000])
+    parser.add_argument('--checkpoint', help='default: the shared v2 1.0_224 '
+                        'when present, else a generated v1 0.25 at 128 px')
+    parser.add_argument('--classify', type=int, nargs='*', default=[300, 3000],
+                        help='image counts for classify (default 300 3000)')
+    parser.add_argument('--eval', type=int, nargs='*', default=[10000],
+                        help='image counts for eval (default 10000)')
+    parser.add_argument('--output', default=RESULTS)
     args = parser.parse_args()
 
+    rows = []
     with tempfile.TemporaryDirectory() as work:
-        prefix = make_checkpoint(work)
-        print('%-10s %8s %12s' % ('command', 'images', 'peak RSS MB'))
-        peaks = {}
-        for count in args.counts:
-            data = os.path.join(work, 'data%d' % count)
-            paths = make_images(data, count)
-            for command, command_args in (
-                    ('classify', ['classify', '--checkpoint', prefix,
-                                  '--top-k', '1'] + paths),
-                    ('eval', ['eval', '--checkpoint', prefix, '--data', data,
-                              '--no-progress'])):
-                peak = peak_of(command_args)
-                peaks.setdefault(command, []).append(peak)
-                print('%-10s %8d %12.0f' % (command, count, peak))
-        for command, values in peaks.items():
-            print('%s: largest / smallest peak = %.2f' % (
-                command, max(values) / min(values)))
+        prefix = args.checkpoint or (
+            PRETRAINED if os.path.exists(PRETRAINED + '.index')
+            else make_checkpoint(work))
+        print('model: %s' % prefix)
+        print('%-10s %7s %-7s %12s %8s' % ('command', 'images', 'cache',
+                                            'peak RSS MB', 'seconds'))
+
+        def measure(command, count, state, command_args, cache):
+            peak, seconds = peak_of(command_args, cache)
+            rows.append({'command': command, 'images': count,
+                         'auto_choice': state, 'peak_rss_mb': round(peak, 1),
+                         'seconds': round(seconds, 1)})
+            print('%-10s %7d %-7s %12.0f %8.1f' % (command, count, state, peak,
+                                                   seconds))
+            sys.stdout.flush()
+
+        for count in args.classify:
+            paths = make_images(os.path.join(work, 'c%d' % count), count)
+            cache = os.path.join(work, 'cache%d' % count)
+            for state in ('first', 'cached'):   # the first run fills cache
+                measure('classify', count, state,
+                        ['classify', '--checkpoint', prefix, '--top-k', '1']
+                        + paths, cache)
+        for count in args.eval:
+            data = os.path.join(work, 'e%d' % count)
+            make_images(data, count)
+            cache = os.path.join(work, 'cache_eval')
+            for state in ('first', 'cached'):
+                measure('eval', count, state,
+                        ['eval', '--checkpoint', prefix, '--data', data,
+                         '--no-progress'], cache)
+            shutil.rmtree(data)
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, 'w') as handle:
+        json.dump({'model': 'generated v1 0.25 at 128 px'
+                   if prefix.startswith(work) else os.path.abspath(prefix),
+                   'machine': '%s x%d' % (platform.processor() or
+                                          platform.machine(), os.cpu_count()),
+                   'rows': rows}, handle, indent=1)
+    print('wrote %s' % args.output)
 
 
 if __name__ == '__main__':

@@ -17,12 +17,13 @@ and 16, timed in turn (A B C D A B C D ...), --runs rounds after warm-up:
                set before TensorFlow starts) run in the caller's thread
                (RunOptions.inter_op_thread_pool = -1): no thread hand-offs.
 
-Each cell is the median over rounds of (time / TFLite's time in the same
-round), so that a change in the machine's load falls on both alike; the
-median milliseconds are printed too.  --intra-op-threads sets TensorFlow's
-(process-wide) intra-op thread count first; TFLite keeps its default.
+The order rotates every round.  Each cell is the median (and min, max)
+over rounds of (time / TFLite's time in the same round), so that a change
+in the machine's load falls on both alike; the median milliseconds are
+printed too.  Every runner runs on --threads threads (TensorFlow's
+process-wide pools and the runtimes' num_threads; one_thread on one).
 Writes tensorflow_path.json (--output-dir).
-Run:  .venv/bin/python benchmarks/tensorflow_path.py
+Run:  .venv/bin/python benchmarks/tensorflow_path.py  (or benchmarks/run.py)
 """
 
 import json
@@ -34,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  pylint: disable=wrong-import-position
+import harness  # noqa: E402  pylint: disable=wrong-import-position
 import runtimes as runtime_benchmark  # noqa: E402  pylint: disable=wrong-import-position
 
 BATCH_SIZES = bench.BATCH_SIZES
@@ -75,36 +77,34 @@ def _one_thread(graph_def):
     return lambda images: call(images, options=options)
 
 
-def measure_network(name, runs, batch_iterations, intra_op_threads,
-                    one_thread=False):
-    """Everything for one network; runs in its own process."""
-    if one_thread:  # read once, when TensorFlow makes its first device
-        os.environ['TF_OVERRIDE_GLOBAL_THREADPOOL'] = '1'
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    if intra_op_threads:
-        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+def measure_network(name, runs, batch_iterations, threads, one_thread=False,
+                    batch_sizes=BATCH_SIZES):
+    """Everything for one network; runs in its own process (whose
+    TF_OVERRIDE_GLOBAL_THREADPOOL the parent set: 1 with one_thread)."""
+    thread_settings = harness.apply_threads(threads)
     from slimnets import runtimes  # pylint: disable=import-outside-toplevel
-    factory_name = bench.NETWORKS[name][0]
+    factory_name = bench.network_entry(name)[0]
     folder = tempfile.mkdtemp(prefix='slimnets-bench-')
     graph_def = runtime_benchmark._folded_graph(factory_name, folder)  # pylint: disable=protected-access
-    tensorflow = runtimes.load(graph_def, 'tensorflow')
-    auto = runtimes.load(graph_def, 'auto', cache_dir=folder)
-    runners = {'tflite': runtimes.load(graph_def, 'tflite').run,
+    tensorflow = runtimes.load(graph_def, 'tensorflow', num_threads=threads)
+    auto = runtimes.load(graph_def, 'auto', cache_dir=folder,
+                         num_threads=threads)
+    runners = {'tflite': runtimes.load(graph_def, 'tflite',
+                                       num_threads=threads).run,
                'tensorflow': tensorflow.run,
                'unrewritten': _unrewritten(graph_def),
                'default': auto.run}
     if one_thread:
         runners['one_thread'] = _one_thread(graph_def)
-    results = {'network': name, 'rewrite': tensorflow.rewrite._asdict(),
-               'batches': {}}
+    results = {'network': name, 'registry_name': factory_name,
+               'published_macs_millions': bench.published_macs(name),
+               'threads': dict(thread_settings, all_runners=threads,
+                               one_thread=1 if one_thread else None),
+               'rewrite': tensorflow.rewrite._asdict(), 'batches': {}}
     for batch_size, outputs, times in bench.time_in_turn(
-            runners, runs, batch_iterations):
-        lite = np.array(times['tflite'])
+            runners, runs, batch_iterations, batch_sizes):
         results['batches'][str(batch_size)] = {
-            'median_ms': {label: 1e3 * float(np.median(t))
-                          for label, t in times.items()},
-            'time_vs_tflite': {label: float(np.median(np.array(t) / lite))
-                               for label, t in times.items()},
+            'times_s': times,
             'default_choice': auto.choice(batch_size),
             'max_abs_vs_unrewritten': float(max(np.max(np.abs(
                 outputs[label] - outputs['unrewritten']))
@@ -112,63 +112,83 @@ def measure_network(name, runs, batch_iterations, intra_op_threads,
     return results
 
 
-def _table(results):
-    labels = [label for label in LABELS[1:]
-              if label in results['networks'][0]['batches']['1']['median_ms']]
-    lines = ['time relative to TFLite in the same round (median of %d '
-             'rounds; below 1 is faster than TFLite), median ms in brackets'
-             % results['runs'], '',
-             '%-28s %5s ' % ('network', 'batch') +
-             ' '.join('%18s' % label for label in labels) +
-             '  default runs']
-    for result in results['networks']:
-        for batch_size in BATCH_SIZES:
-            cell = result['batches'][str(batch_size)]
-            lines.append('%-28s %5d ' % (result['network'], batch_size) + ' '.join(
-                '%18s' % ('%.2f (%.2f ms)' % (cell['time_vs_tflite'][label],
-                                              cell['median_ms'][label]))
-                for label in labels) + '  ' + cell['default_choice'])
-    lines += ['', 'TFLite median ms: ' + ', '.join(
-        '%s b%d %.2f' % (r['network'].replace('mobilenet_', ''), b,
-                         r['batches'][str(b)]['median_ms']['tflite'])
-        for r in results['networks'] for b in BATCH_SIZES),
-        'rewrites: ' + ', '.join('%s %s' % (
-            r['network'].replace('mobilenet_', ''), r['rewrite'])
-            for r in results['networks']),
-        'largest |rewritten - unrewritten| on probabilities: %.1e' % max(
-            r['batches'][str(b)]['max_abs_vs_unrewritten']
-            for r in results['networks'] for b in BATCH_SIZES)]
+def summarize(network, ceiling):
+    """Cells (checked against the ceiling), median ms and per-round time
+    relative to TFLite (median, min, max) for each batch."""
+    for batch_size, batch in network['batches'].items():
+        times = batch['times_s']
+        cells = {label: harness.add_gflops(
+            harness.rate_stats(t, int(batch_size)),
+            network['published_macs_millions'], ceiling)
+            for label, t in times.items()}
+        harness.check_cells({'%s %s b%s' % (network['network'], label,
+                                            batch_size): cell
+                             for label, cell in cells.items()}, ceiling)
+        batch['cells'] = cells
+        batch['median_ms'] = {label: 1e3 * cell['median_s']
+                              for label, cell in cells.items()}
+        batch['time_vs_tflite'] = {
+            label: harness.ratio_stats(t, times['tflite'])
+            for label, t in times.items()}
+
+
+def table(result):
+    """Time relative to TFLite per round, one block per thread count."""
+    lines = []
+    for one_pass in result['passes']:
+        networks = one_pass['networks']
+        labels = [label for label in LABELS[1:]
+                  if label in networks[0]['batches']['1']['cells']]
+        lines += ['%d thread(s); time relative to TFLite in the same round '
+                  '(median of %d rounds, min-max; below 1 is faster than '
+                  'TFLite)' % (one_pass['threads'], result['options']['runs']),
+                  '%-28s %5s ' % ('network', 'batch') +
+                  ' '.join('%22s' % label for label in labels) +
+                  '  default runs']
+        for network in networks:
+            for batch_size, batch in sorted(network['batches'].items(),
+                                            key=lambda item: int(item[0])):
+                lines.append('%-28s %5s ' % (network['network'], batch_size) +
+                             ' '.join('%22s' % ('%.2f (%.2f-%.2f)' % (
+                                 batch['time_vs_tflite'][label]['median'],
+                                 batch['time_vs_tflite'][label]['min'],
+                                 batch['time_vs_tflite'][label]['max']))
+                                 for label in labels) +
+                             '  ' + batch['default_choice'])
+        lines += ['TFLite median ms: ' + ', '.join(
+            '%s b%s %.2f' % (n['network'].replace('mobilenet_', ''), b,
+                             n['batches'][b]['median_ms']['tflite'])
+            for n in networks for b in sorted(n['batches'], key=int)),
+            'largest |rewritten - unrewritten| on probabilities: %.1e' % max(
+                batch['max_abs_vs_unrewritten'] for n in networks
+                for batch in n['batches'].values()), '']
     return '\n'.join(lines)
 
 
 def main():
     parser = bench.argument_parser(__doc__.split('\n')[0], runs=15,
                                    batch_iterations=10)
-    parser.add_argument('--intra-op-threads', type=int, default=0,
-                        help="TensorFlow's intra-op threads (0: its default)")
     parser.add_argument('--one-thread-session', action='store_true',
                         help='also time the one_thread runner (see above)')
-    args = parser.parse_args()
+    args = bench.apply_quick(parser.parse_args())
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     if args.worker:
         print(json.dumps(measure_network(args.worker, args.runs,
                                          args.batch_iterations,
-                                         args.intra_op_threads,
-                                         args.one_thread_session)))
+                                         args.threads[0],
+                                         args.one_thread_session,
+                                         args.batch_sizes)))
         return
-    results = {'cpu_count': os.cpu_count(), 'runs': args.runs,
-               'intra_op_threads': args.intra_op_threads,
-               'one_thread_session': args.one_thread_session, 'networks': []}
-    results['networks'] = bench.measure_each(
-        os.path.abspath(__file__), args,
-        ['--intra-op-threads', str(args.intra_op_threads)] +
-        (['--one-thread-session'] if args.one_thread_session else []))
-    os.makedirs(args.output_dir, exist_ok=True)
-    path = os.path.join(args.output_dir, 'tensorflow_path.json')
-    with open(path, 'w') as handle:
-        json.dump(results, handle, indent=1)
-    print(_table(results))
-    print('\nwrote %s' % path)
+    result = bench.run_passes(
+        'tensorflow_path', os.path.abspath(__file__), args, summarize,
+        ['--one-thread-session'] if args.one_thread_session else [],
+        {'TF_OVERRIDE_GLOBAL_THREADPOOL':
+         '1' if args.one_thread_session else '0'})
+    result['one_thread_session'] = args.one_thread_session
+    path = harness.write_json(
+        os.path.join(args.output_dir, 'tensorflow_path.json'), result)
+    print(table(result))
+    print('wrote %s' % path)
 
 
 if __name__ == '__main__':

@@ -26,6 +26,7 @@ import time
 # imports the (TensorFlow) modules it uses when it runs.
 from slimnets import cluster
 from slimnets import fileio
+from slimnets import graph_format
 from slimnets import images as image_files
 from slimnets import registry
 from slimnets import tflog
@@ -67,6 +68,8 @@ positive_float = _number(float, 0.0, low_open=True, what='a number > 0')
 fraction = _number(float, 0.0, 1.0, low_open=True, what='a number in (0, 1]')
 image_size = _number(int, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE,
                      what='an image size in pixels')
+export_batch_size = _number(int, 1, graph_format.MAX_BATCH_SIZE,
+                            what='a batch size')
 
 
 def writable_file(text):
@@ -270,25 +273,74 @@ def _slim_batch_norm_status():
 
 def command_classify(args):
     from slimnets import inference  # pylint: disable=import-outside-toplevel
+    read = _stdin_reader(args.images)
     for path in args.images:
-        if not os.path.isfile(path):  # a missing image fails before the model
-            inference.read_image_file(path)
+        if path != '-' and not os.path.isfile(path):
+            inference.read_image_file(path)  # fails before the model loads
     with inference.Classifier(args.checkpoint, args.model, args.image_size,
                               cache_dir=args.cache_dir,
                               max_pixels=args.max_pixels,
-                              runtime=args.runtime) as classifier:
+                              runtime=args.runtime,
+                              force_image_size=args.force_image_size
+                              ) as classifier:
         spec = classifier.spec
         print('%s %s at %dx%d, %s' % (
             spec.network, _format_kwargs(spec.kwargs), spec.image_size,
             spec.image_size, 'moving-average weights'
             if classifier.restore_plan.moving_average else 'weights'))
-        print('runtime: %s' % classifier.runtime.describe(len(args.images)))
+        print('model: %s' % classifier.model_name)
+        if args.top_k > spec.num_classes:
+            raise UsageError('--top-k %d is more than the %d classes of this '
+                             'model; give at most %d' % (
+                                 args.top_k, spec.num_classes,
+                                 spec.num_classes))
+        runtime = classifier.runtime.describe(len(args.images))
+        print('runtime: %s' % runtime)
+        results = []
         for path, top in classifier.iter_classify_files(args.images,
-                                                        args.top_k):
+                                                        args.top_k, read=read):
             print(path)
             for index, label, probability in top:
                 print('  %5d  %-40s %.4f' % (index, label[:40], probability))
             sys.stdout.flush()
+            if args.json:
+                results.append({'image': path, 'top': [
+                    {'index': index, 'label': label,
+                     'probability': probability}
+                    for index, label, probability in top]})
+        if args.json:
+            fileio.write_bytes(args.json, (json.dumps({
+                'model': classifier.model_name, 'network': spec.network,
+                'network_kwargs': spec.kwargs, 'image_size': spec.image_size,
+                'checkpoint': classifier.checkpoint, 'runtime': runtime,
+                'images': results}, indent=1) + '\n').encode('utf-8'))
+            print('written: %s' % args.json)
+
+
+def _stdin_reader(paths):
+    """`read(path) -> bytes` for classify: '-' is the one image piped to
+    stdin (read once), anything else a file."""
+    if paths.count('-') > 1:
+        raise UsageError("'-' (the image on stdin) can be given once")
+    data = None
+    if '-' in paths:
+        stdin = sys.stdin.buffer if hasattr(sys.stdin, 'buffer') else None
+        if stdin is None or sys.stdin.isatty():
+            raise UsageError("'-' reads one image from stdin: pipe or "
+                             "redirect one in (slimnets classify - < cat.jpg)")
+        data = stdin.read(image_files.MAX_STDIN_BYTES + 1)
+        if not data:
+            raise UsageError("'-': stdin is empty; pipe an image in "
+                             "(slimnets classify - < cat.jpg)")
+        if len(data) > image_files.MAX_STDIN_BYTES:
+            raise UsageError("'-': stdin holds more than %d bytes; that is "
+                             'not one image file' % image_files.MAX_STDIN_BYTES)
+
+    def read(path):
+        if path == '-':
+            return data
+        return image_files.read_image_file(path)
+    return read
 
 
 def _format_kwargs(kwargs):
@@ -332,7 +384,10 @@ def command_eval(args):
                                     cache_dir=args.cache_dir,
                                     shard=args.shard,
                                     num_shards=args.num_shards,
-                                    split=args.split, runtime=args.runtime)
+                                    split=args.split, runtime=args.runtime,
+                                    force_image_size=args.force_image_size)
+    if result.get('model'):
+        print('%-12s %s' % ('model', result['model']))
     print('%-12s %s %s' % ('network', result['network'],
                            _format_kwargs(result['network_kwargs'])))
     print('%-12s %s' % ('checkpoint', result['checkpoint']))
@@ -408,7 +463,7 @@ def _command_export_integer(args):
         args.output, args.checkpoint, model=args.model,
         image_size=args.image_size,
         inference_type=args.inference_type or 'uint8',
-        cache_dir=args.cache_dir)
+        cache_dir=args.cache_dir, force_image_size=args.force_image_size)
     spec = report.spec
     print('exported %s %s at %dx%d to %s (integer TFLite, %s, %d bytes)' % (
         spec.network, _format_kwargs(spec.kwargs), spec.image_size,
@@ -424,7 +479,10 @@ def _command_export_integer(args):
 
 def command_export(args):
     from slimnets import export  # pylint: disable=import-outside-toplevel
+    from slimnets import models  # pylint: disable=import-outside-toplevel
     from slimnets import quantized_tflite  # pylint: disable=import-outside-toplevel
+    args.checkpoint = models.weights_for(args.checkpoint, args.model)
+    export.check_output(args.format, args.output)  # before any work
     if args.format == 'tflite' and not args.quantization and (
             args.inference_type or quantized_tflite.is_qat_checkpoint(
                 args.checkpoint, args.cache_dir)):
@@ -434,14 +492,19 @@ def command_export(args):
         image_size=args.image_size, batch_size=args.batch_size,
         quantization=args.quantization,
         representative_data=args.representative_data,
-        cache_dir=args.cache_dir)
+        cache_dir=args.cache_dir, trainable=args.trainable,
+        force_image_size=args.force_image_size)
     spec = report.spec
     print('exported %s %s at %dx%d to %s (%s%s)' % (
         spec.network, _format_kwargs(spec.kwargs), spec.image_size,
         spec.image_size, report.path, report.format,
         ', %s' % report.quantization if report.quantization else
         ', opset %d' % export.ONNX_OPSET if report.format == 'onnx' else ''))
-    print('batch norms folded: %d' % report.folded_batch_norms)
+    if args.trainable:
+        print('trainable: batch norm unfolded, the arg scope\'s weight decay '
+              'and dropout; keras.saving.load_model opens it without slimnets')
+    else:
+        print('batch norms folded: %d' % report.folded_batch_norms)
     print('self-check on %d probe images: max |probabilities - source| = '
           '%.3g, same top-1 on %.0f%%' % (report.probe_images,
                                           report.max_abs_difference,
@@ -466,7 +529,12 @@ def command_train(args):
             role.describe(), len(finished),
             ', '.join(str(i) for i in finished)))
         return
+    from slimnets import models  # pylint: disable=import-outside-toplevel
     from slimnets import training  # pylint: disable=import-outside-toplevel
+    if args.checkpoint is None and args.model is None and not os.path.isfile(
+            os.path.join(args.train_dir, 'checkpoint')):
+        print('no --checkpoint or --model: fine-tuning starts from the '
+              'weights of %s' % models.weights_name(models.DEFAULT_MODEL))
     options = {name: getattr(args, name) for name in train_config.TrainConfig._fields
                if getattr(args, name, None) is not None}
     options['fine_tune_batch_norm'] = not args.freeze_batch_norm
@@ -591,12 +659,20 @@ def build_parser():
             help='a checkpoint path (prefix, .index or folder) or a catalogue '
                  'name' + ('' if checkpoint_required else
                            ' (default: --model when it is a catalogue name, '
-                           'else %s, fetched on first use)' % registry.DEFAULT_MODEL))
+                           'else %s: the copy of Google\'s quantized '
+                           'mobilenet_v2_1.0_224 inside the package, no '
+                           'network needed)' % registry.DEFAULT_MODEL))
         command.add_argument('--model', help='a nets_factory or catalogue '
                              'name (default: inferred from the checkpoint)')
         command.add_argument('--image-size', type=image_size,
-                             help='input size (default: the catalogue\'s, a '
-                                  'published-style path\'s, else 224)')
+                             help='input size (default: the one recorded '
+                                  'beside the checkpoint, the catalogue\'s, '
+                                  'a published-style path\'s, else 224)')
+        command.add_argument('--force-image-size', action='store_true',
+                             help='run a quantization-aware checkpoint at an '
+                                  '--image-size other than the one its '
+                                  'ranges were calibrated at (refused '
+                                  'otherwise)')
 
 
     def add_max_pixels(command):
@@ -622,10 +698,19 @@ def build_parser():
         'classify', help='top-k ImageNet classes of images',
         description='Classify images with Inception eval preprocessing '
                     '(central crop 0.875, TF1 bilinear resize, [-1, 1]).')
-    classify.add_argument('images', nargs='+', metavar='IMAGE')
+    classify.add_argument('images', nargs='+', metavar='IMAGE',
+                          help="image files; '-' is one image read from "
+                               'stdin (slimnets classify - < cat.jpg); '
+                               'for many paths use xargs: find DIR -name '
+                               "'*.jpg' | xargs slimnets classify")
     add_model_arguments(classify, checkpoint_required=False)
     add_max_pixels(classify)
-    classify.add_argument('--top-k', type=positive_int, default=5)
+    classify.add_argument('--top-k', type=positive_int, default=5,
+                          help='classes shown per image, 1 to the model\'s '
+                               'class count (default %(default)s)')
+    classify.add_argument('--json', type=writable_file,
+                          help='also write the results here (the model, '
+                               'the network and each image\'s top-k)')
     add_runtime_argument(classify)
     add_cache_argument(classify)
     classify.set_defaults(handler=command_classify)
@@ -701,7 +786,7 @@ def build_parser():
                        'or Keras model',
         description='Export an inference graph (batch norm folded) and '
                     'check it against the source graph on probe images.')
-    add_model_arguments(export)
+    add_model_arguments(export, checkpoint_required=False)
     export.add_argument('--format', required=True,
                         choices=('frozen', 'saved_model', 'tflite', 'onnx',
                                  'openvino', 'keras'),
@@ -710,8 +795,9 @@ def build_parser():
                              'image_bytes (encoded images); openvino writes '
                              'an .xml IR, keras a .keras file')
     export.add_argument('--output', required=True, type=writable_place)
-    export.add_argument('--batch-size', type=positive_int,
-                        help='fixed batch size (default: any)')
+    export.add_argument('--batch-size', type=export_batch_size,
+                        help='fixed batch size, 1..%d (default: any)'
+                        % graph_format.MAX_BATCH_SIZE)
     export.add_argument('--quantization',
                         choices=('float16', 'dynamic', 'int8'),
                         help='TFLite quantization (int8 needs '
@@ -722,6 +808,11 @@ def build_parser():
     export.add_argument('--representative-data', metavar='DIR',
                         help='folder of typical images (int8 calibration, '
                              'probe images)')
+    export.add_argument('--trainable', action='store_true',
+                        help='with --format keras: a trainable Keras 3 model '
+                             '(batch norm unfolded, weight decay, Keras '
+                             'Applications layer names) instead of the '
+                             'folded inference graph')
     add_cache_argument(export)
     export.set_defaults(handler=command_export)
 
@@ -738,7 +829,9 @@ def build_parser():
     train.add_argument('--split', help='research/slim split in a dataset_dir '
                        '(default: train when it holds several)')
     train.add_argument('--checkpoint', help='starting checkpoint (path or '
-                       'catalogue name); omit to train from scratch')
+                       'catalogue name); default: with --model NETWORK, '
+                       'from scratch, else the embedded %s' % (
+                           registry.DEFAULT_MODEL))
     train.add_argument('--model', help='nets_factory or catalogue name '
                        '(default: inferred from the checkpoint)')
     train.add_argument('--num-classes', type=positive_int,
@@ -825,7 +918,8 @@ def show_library_log(verbose):
 
 
 def main(argv=None):
-    """Runs one command; returns the exit status (0, 1 failure, 2 usage).
+    """Runs one command; returns the exit status (0, 1 failure, 2 usage,
+    143 a `train` stopped by SIGTERM after saving its checkpoint).
 
     A failure prints one line naming the problem and the fix (the traceback
     only with --debug), Ctrl-C included.  TensorFlow's C++ log lines are
@@ -835,15 +929,25 @@ def main(argv=None):
     show_library_log(args.verbose)
     tflog.prefer_session_thread_pools()
     level = tflog.level_from_environment(verbose=args.verbose)
+    library_log = logging.getLogger('slimnets')
+    propagate = library_log.propagate
+    # Each line once, by show_library_log's handler, even when a dependency
+    # configured the root logger (absl and tf2onnx may).
+    library_log.propagate = False
     try:
-        with tflog.filtered_stderr(level):
+        with tflog.filtered_stderr(level), tflog.quiet_python(args.verbose):
             args.handler(args)
     except (SlimnetsError, KeyboardInterrupt) as error:
         if args.debug:
             raise
         print('slimnets %s: error: %s' % (args.command, one_line(error)),
               file=sys.stderr)
-        return 2 if isinstance(error, UsageError) else 1
+        if isinstance(error, UsageError):
+            return 2
+        # 143 after SIGTERM (what was done is saved), else 1.
+        return getattr(error, 'exit_status', 1)
+    finally:
+        library_log.propagate = propagate
     return 0
 
 

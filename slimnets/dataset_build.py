@@ -35,8 +35,10 @@ output folder (`slimnets.fileio`'s, so a killed run's leftovers are removed
 by the next) and renamed (`os.replace`) when complete, followed by a small
 `.NAME.done` record of what it holds.  A rerun with the same plan skips the
 shards already done; a different plan in a non-empty output is refused.
-Files that cannot be read, or whose header is not JPEG, PNG, GIF or BMP,
-are skipped, counted and listed.  Shards are written in parallel by a
+Files that cannot be read, that are not regular files (a FIFO, a device:
+checked without blocking, before any read), or whose header is not JPEG,
+PNG, GIF or BMP, are skipped, counted and listed.  When one shard fails
+(or on Ctrl-C) the others stop and remove their temporaries.  Shards are written in parallel by a
 thread pool (reading and protobuf serialization release the GIL).
 """
 
@@ -47,16 +49,19 @@ import json
 import logging
 import os
 import random
+import stat
 import struct
 import threading
 
 import tensorflow.compat.v1 as tf
 from tqdm import tqdm
 
+from slimnets import datasets
 from slimnets import fileio
 from slimnets import labels as labels_lib
 from slimnets.errors import InputError
 from slimnets.errors import OutputError
+from slimnets.errors import SlimnetsError
 from slimnets.images import IMAGE_EXTENSIONS
 from slimnets.images import header_size
 
@@ -64,7 +69,7 @@ _log = logging.getLogger(__name__)
 
 SEED = 12345                       # build_imagenet_data.py's shuffle seed
 LABELS_FILE = 'labels.txt'
-PLAN_FILE = '.build_plan.json'
+PLAN_FILE = datasets.BUILD_PLAN_FILE
 SPLITS = ('train', 'validation')
 
 BuildReport = collections.namedtuple('BuildReport', [
@@ -91,12 +96,12 @@ def shard_name(split, index, count):
 
 def _read_labels_file(path):
     """[(label or None, class name)] from one name, or 'label:name', a line."""
-    try:
-        with open(path) as handle:
-            lines = [line.strip() for line in handle if line.strip()]
-    except OSError as error:
-        raise InputError('cannot read the labels file %s: %s' % (
-            path, error.strerror)) from None
+    lines = [line.strip() for line in
+             fileio.read_text(path, 'labels file').split('\n')
+             if line.strip()]
+    if not lines:
+        raise InputError('the labels file %s is empty; give one class name, '
+                         'or "label:name", a line' % path)
     rows = []
     for line in lines:
         number, colon, name = line.partition(':')
@@ -208,20 +213,22 @@ def image_example(data, label, synset, text, filename):
 
 
 def _find_files(input_dir):
-    """({class name: [paths]} sorted, class names)."""
-    if not os.path.isdir(input_dir):
-        raise InputError('%s is not a folder of class folders' % input_dir)
-    classes = sorted(d for d in os.listdir(input_dir)
-                     if os.path.isdir(os.path.join(input_dir, d)))
-    if not classes:
-        raise InputError('%s has no class sub-folders (expected one folder '
-                         'per class)' % input_dir)
-    files = {}
-    for name in classes:
-        folder = os.path.join(input_dir, name)
-        files[name] = [os.path.join(folder, f) for f in sorted(os.listdir(
-            folder)) if f.lower().endswith(IMAGE_EXTENSIONS)]
-    return files, classes
+    """({class name: [paths]} sorted, class names): `datasets.class_tree`,
+    so a records folder in the tree is no class and a class folder with no
+    images (empty, a link loop) is refused."""
+    files = datasets.class_tree(input_dir)
+    return files, sorted(files)
+
+
+def _check_output_place(input_dir, output_dir):
+    """Refuses an output folder inside the input tree (or equal to it):
+    its shards would be read back as a class folder by the next run."""
+    source = os.path.join(os.path.realpath(input_dir), '')
+    target = os.path.join(os.path.realpath(output_dir), '')
+    if target.startswith(source):
+        raise InputError('the output folder %s is inside the input folder %s '
+                         '(its shards would become a class); give an --output '
+                         'outside %s' % (output_dir, input_dir, input_dir))
 
 
 def plan(input_dir, shards=2, validation_fraction=0.1, labels_file=None):
@@ -279,20 +286,54 @@ def _done_path(output_dir, name):
     return os.path.join(output_dir, '.%s.done' % name)
 
 
-def _write_shard(output_dir, name, items, numbering, on_image):
+_FILE_KINDS = ((stat.S_ISFIFO, 'a FIFO'), (stat.S_ISSOCK, 'a socket'),
+               (stat.S_ISCHR, 'a character device'),
+               (stat.S_ISBLK, 'a block device'), (stat.S_ISDIR, 'a folder'))
+
+
+def _read_regular_file(path):
+    """The bytes of `path`, or raises OSError; a FIFO, device or socket is
+    refused without blocking (opened non-blocking, checked by fstat before
+    any read)."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0))
+    with os.fdopen(descriptor, 'rb') as handle:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((k for test, k in _FILE_KINDS if test(mode)),
+                        'not a regular file')
+            raise _NotRegular('not a regular file (%s)' % kind)
+        return handle.read()
+
+
+class _NotRegular(InputError):
+    """A path that is not a regular file."""
+
+
+class _Stopped(SlimnetsError):
+    """Another shard failed or the build was interrupted."""
+
+
+def _write_shard(output_dir, name, items, numbering, on_image, stop=None):
     """Writes one shard (temporary name, then renamed); returns its
-    record count and [(path, reason)] skipped."""
+    record count and [(path, reason)] skipped.  When `stop` (an Event) is
+    set the shard is abandoned and its temporary removed."""
     final = os.path.join(output_dir, name)
     temporary = fileio.temporary_name(final)
     records, skipped = 0, []
     try:
         with tf.io.TFRecordWriter(temporary) as writer:
             for path, label, class_name in items:
+                if stop is not None and stop.is_set():
+                    raise _Stopped(name)
                 try:
-                    with open(path, 'rb') as handle:
-                        data = handle.read()
+                    data = _read_regular_file(path)
+                except _NotRegular as error:
+                    skipped.append((path, str(error)))
+                    on_image()
+                    continue
                 except OSError as error:
-                    skipped.append((path, 'cannot read: %s' % error.strerror))
+                    skipped.append((path, 'cannot read: %s' % (
+                        error.strerror or error)))
                     on_image()
                     continue
                 example = image_example(data, label, class_name,
@@ -342,6 +383,7 @@ def build(input_dir, output_dir, shards=2, validation_fraction=0.1,
     if not 0 <= validation_fraction < 1:
         raise InputError('the validation fraction must be in [0, 1) (got %s)'
                          % validation_fraction)
+    _check_output_place(input_dir, output_dir)
     build_plan = plan(input_dir, shards, validation_fraction, labels_file)
     digest = _plan_digest(build_plan)
     os.makedirs(output_dir, exist_ok=True)
@@ -378,11 +420,13 @@ def build(input_dir, output_dir, shards=2, validation_fraction=0.1,
                 bar.update(1)
 
         workers = workers or os.cpu_count() or 1
-        with concurrent.futures.ThreadPoolExecutor(
-                max(1, min(workers, len(pending) or 1))) as pool:
+        stop = threading.Event()
+        pool = concurrent.futures.ThreadPoolExecutor(
+            max(1, min(workers, len(pending) or 1)))
+        try:
             futures = {pool.submit(_write_shard, output_dir, name,
                                    build_plan['shards'][name],
-                                   build_plan['numbering'], tick): name
+                                   build_plan['numbering'], tick, stop): name
                        for name in pending}
             for future in concurrent.futures.as_completed(futures):
                 try:
@@ -396,6 +440,13 @@ def build(input_dir, output_dir, shards=2, validation_fraction=0.1,
                 results[futures[future]] = {'records': records,
                                             'skipped': skipped}
                 _log.info('wrote %s: %d records', futures[future], records)
+        except BaseException:
+            # A failed shard or Ctrl-C: the other shards stop at their next
+            # image and remove their temporaries before this returns.
+            stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     _write_atomic(os.path.join(output_dir, LABELS_FILE), ''.join(
         '%d:%s\n' % (build_plan['labels'][name], name)
         for name in build_plan['classes']))

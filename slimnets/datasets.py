@@ -32,7 +32,9 @@ import struct
 
 import numpy as np
 import tensorflow.compat.v1 as tf
+from tensorflow.python.util import deprecation  # pylint: disable=g-direct-tensorflow-import
 
+from slimnets import fileio
 from slimnets import labels as labels_lib
 from slimnets import preprocessing
 from slimnets.errors import InputError
@@ -47,6 +49,8 @@ SHUFFLE_BUFFER = 10000        # training examples shuffled at once
 CYCLE_LENGTH = 8              # TFRecord shards read at once
 LABELS_FILE = 'labels.txt'    # research/slim dataset_utils: 'label:name'
 ENCODED, LABEL = 'image/encoded', 'image/class/label'
+REBUILD = ('rebuild that file (slimnets data build), or leave it out of '
+           '--data')
 
 
 class Source(object):
@@ -110,11 +114,15 @@ def _record_headers(path):
             from None
     with handle:
         size = os.fstat(handle.fileno()).st_size
-        position = 0
+        position = index = 0
         while position < size:
             header = handle.read(12)
             if len(header) < 12 or struct.unpack('<I', header[8:])[0] != \
                     _masked_crc32c(header[:8]):
+                if index:
+                    raise InputError(
+                        '%s record %d is damaged (bad length checksum at byte '
+                        '%d); %s' % (path, index, position, REBUILD))
                 raise InputError(
                     '%s is not a TFRecord file (or it is damaged at byte %d); '
                     'give slim TFRecords or a folder of class folders'
@@ -125,7 +133,26 @@ def _record_headers(path):
                 raise InputError('%s is cut short (a record ends past the end '
                                  'of the file); rebuild it' % path)
             handle.seek(position)
+            index += 1
             yield length
+
+
+def damaged_record(path):
+    """(index, TensorFlow's reason) of the first damaged record of a
+    TFRecord file (a length or data checksum that does not match, a record
+    cut short), or None when every record reads.  Streams the file once,
+    one record at a time, in TensorFlow's reader."""
+    index = 0
+    try:
+        with deprecation.silence():
+            for _ in tf.io.tf_record_iterator(path):
+                index += 1
+    except tf.errors.DataLossError as error:
+        return index, tf_message(error)
+    except tf.errors.OpError as error:
+        raise InputError('cannot read %s: %s' % (path, tf_message(error))) \
+            from None
+    return None
 
 
 def count_records(path):
@@ -140,15 +167,18 @@ def check_record_file(path):
 
 
 def _is_record_name(name):
-    return '.tfrecord' in name or '-of-' in name
+    """A TFRecord file's name (hidden files, such as `data build`'s
+    `.NAME.done` records and temporaries, are not)."""
+    return not name.startswith('.') and ('.tfrecord' in name or
+                                         '-of-' in name)
 
 
 def _split_files(folder, split):
     """research/slim's files of one split in a dataset_dir."""
     names = sorted(os.listdir(folder))
     return [os.path.join(folder, n) for n in names if
-            os.path.isfile(os.path.join(folder, n)) and (
-                n.startswith(split + '-') or ('_%s_' % split) in n or
+            not n.startswith('.') and os.path.isfile(os.path.join(folder, n))
+            and (n.startswith(split + '-') or ('_%s_' % split) in n or
                 n.endswith('_%s.tfrecord' % split))]
 
 
@@ -205,12 +235,13 @@ def _label_file_names(folder):
     if not os.path.isfile(path):
         return None
     rows = {}
-    with open(path) as handle:
-        for line in handle:
-            number, colon, name = line.strip().partition(':')
-            if not colon or not number.isdigit():
-                return None
-            rows[int(number)] = name
+    for line in fileio.read_text(path, 'labels file').split('\n'):
+        if not line.strip():
+            continue
+        number, colon, name = line.strip().partition(':')
+        if not colon or not number.isdigit():
+            return None
+        rows[int(number)] = name
     if not rows:
         return None
     return [rows.get(i, 'background' if i == 0 else str(i))
@@ -219,14 +250,72 @@ def _label_file_names(folder):
 
 # ------------------------------------------------------------ class folders
 
-def _class_folders(folder):
-    classes = sorted(d for d in os.listdir(folder)
-                     if os.path.isdir(os.path.join(folder, d)))
+BUILD_PLAN_FILE = '.build_plan.json'   # what `slimnets data build` leaves
+
+
+def _is_records_folder(folder):
+    """A folder of TFRecord shards (a `data build` output), not a class:
+    it holds a build plan, or record files and no image."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return False
+    if BUILD_PLAN_FILE in names:
+        return True
+    if any(n.lower().endswith(IMAGE_EXTENSIONS) for n in names):
+        return False
+    return any(_is_record_name(n) and os.path.isfile(os.path.join(folder, n))
+               for n in names)
+
+
+def class_tree(folder, require_images=True, what='class folders'):
+    """{class name: [image paths]} of a class-folder tree, names sorted.
+
+    A sub-folder holding TFRecord shards (a `data build` output inside the
+    tree) is not a class: it is left out and logged.
+
+    Raises:
+      InputError: `folder` is not a folder or has no class folders; a
+        class folder is a link to `folder` or above it (a loop); with
+        `require_images`, class folders holding no images (all named).
+    """
+    if not os.path.isdir(folder):
+        raise InputError('%s is not a folder of %s' % (folder, what))
+    classes = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not os.path.isdir(path):
+            continue
+        if _is_records_folder(path):
+            _log.warning('Leaving out %s: it holds TFRecord shards, not a '
+                         'class of images', path)
+            continue
+        classes.append(name)
     if not classes:
         raise InputError('%s has no class sub-folders (expected one folder '
                          'per class, named by synset id or label name), and '
                          'no TFRecords' % folder)
-    return classes
+    top = os.path.realpath(folder)
+    loops = [name for name in classes if top == os.path.realpath(os.path.join(
+        folder, name)) or top.startswith(os.path.join(os.path.realpath(
+            os.path.join(folder, name)), ''))]
+    if loops:
+        raise InputError('class folder(s) %s in %s link back to %s or above it '
+                         '(a loop); remove those links' % (
+                             ', '.join(loops[:5]), folder, folder))
+    files = {name: _images_of(os.path.join(folder, name)) for name in classes}
+    empty = [name for name in classes if not files[name]]
+    if require_images and empty and len(empty) < len(classes):
+        raise InputError('class folder(s) %s in %s hold no images (%s); add '
+                         'images or remove those folders' % (
+                             ', '.join(empty[:5]) + (' and %d more' % (
+                                 len(empty) - 5) if len(empty) > 5 else ''),
+                             folder, ', '.join(IMAGE_EXTENSIONS)))
+    return files
+
+
+def _class_folders(folder):
+    return sorted(class_tree(folder, require_images=False))
 
 
 def _images_of(folder):
@@ -271,12 +360,12 @@ def training_source(data, split=None):
     """
     files = record_files(data, split, ('train',))
     if files is None:
-        classes = _class_folders(data)
+        tree = class_tree(data)
+        classes = sorted(tree)
         paths, labels = [], []
         for index, name in enumerate(classes):
-            found = _images_of(os.path.join(data, name))
-            paths.extend(found)
-            labels.extend([index] * len(found))
+            paths.extend(tree[name])
+            labels.extend([index] * len(tree[name]))
         if not paths:
             raise InputError('no images (%s) in the class folders of %s'
                              % (', '.join(IMAGE_EXTENSIONS), data))
@@ -303,7 +392,7 @@ def _largest_label(source):
             try:
                 value = int(sess.run(largest))
             except tf.errors.OpError as error:
-                raise _read_error(source, error) from None
+                raise read_error(source, error) from None
     if value < 0:
         raise InputError('no labelled records in %s' % source.description)
     return value
@@ -453,11 +542,11 @@ def explain_failure(source, error, check, batch_size=32, shard=None,
                             % (name, ENCODED, LABEL))
                 check(list(encoded), batch_names)
         except tf.errors.OpError as again:
-            return _read_error(source, again)
-    return _read_error(source, error)
+            return read_error(source, again)
+    return read_error(source, error)
 
 
-def _message(error):
+def tf_message(error):
     """The informative line of a TensorFlow error message."""
     lines = [line.strip() for line in (getattr(error, 'message', None) or
                                        str(error)).splitlines()]
@@ -467,17 +556,21 @@ def _message(error):
     return lines[0] if lines else type(error).__name__
 
 
-def _read_error(source, error):
+def read_error(source, error):
     """An InputError for a failed read of `source`; a damaged TFRecord
     file is found (record headers checked) and named."""
     if isinstance(error, tf.errors.DataLossError) and \
             source.kind == 'records':
         for path in source.files:
-            count_records(path)      # raises, naming the file
+            count_records(path)      # a header or length: raises, naming it
+            found = damaged_record(path)
+            if found is not None:
+                return InputError('%s record %d is damaged (%s); %s' % (
+                    path, found[0], found[1], REBUILD))
         return InputError('a TFRecord file in %s is damaged (%s); rebuild it'
-                          % (source.description, _message(error)))
+                          % (source.description, tf_message(error)))
     return InputError('reading %s failed: %s' % (source.description,
-                                                 _message(error)))
+                                                 tf_message(error)))
 
 
 def training_dataset(source, image_size, batch_size, seed=None,

@@ -57,3 +57,21 @@ class MissingExtraError(SlimnetsError, ImportError):
 class QuantizationError(SlimnetsError, ValueError):
     """A graph cannot be rewritten for quantization, or a quantized model
     cannot be read or written; the message says what and how to fix it."""
+
+
+class StoppedError(SlimnetsError):
+    """Work stopped by a signal (SIGTERM from a scheduler) after saving
+    what it had; the message says what was saved and how to resume.
+    `exit_status` is the shell's status for that signal (128 + its number,
+    143 for SIGTERM), which the CLI exits with."""
+
+    def __init__(self, message, signal_number):
+        super().__init__(message)
+        self.signal_number = signal_number
+        self.exit_status = 128 + signal_number
+
+
+class ClosedError(SlimnetsError, RuntimeError):
+    """An object used after `close()`, or in a forked child process that
+    its TensorFlow session does not survive; the message says to create a
+    new one."""

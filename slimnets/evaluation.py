@@ -8,6 +8,8 @@ and `merge(results)` combines the slices into exactly the single-process
 counts.
 """
 
+import os
+
 import numpy as np
 import tensorflow.compat.v1 as tf
 from tqdm import tqdm
@@ -25,7 +27,8 @@ _SAME = ('network', 'network_kwargs', 'image_size', 'checkpoint',
 def evaluate(checkpoint, data, model=None, batch_size=32, max_images=None,
              progress=True, moving_average='auto', cache_dir=None,
              image_size=None, max_pixels=MAX_PIXELS, shard=None,
-             num_shards=None, split=None, runtime='auto'):
+             num_shards=None, split=None, runtime='auto',
+             force_image_size=False):
     """Top-1 and top-5 accuracy of a checkpoint on labelled images.
 
     Args:
@@ -36,12 +39,22 @@ def evaluate(checkpoint, data, model=None, batch_size=32, max_images=None,
         `num_shards`: every `num_shards`-th image from the `shard`-th.
       split: research/slim split name in a dataset_dir.
       runtime: which runtime runs the network (see `Classifier`).
+      force_image_size: see `Classifier`.
 
     Returns:
       A dict: network, network_kwargs, image_size, checkpoint,
       moving_average, images, top1, top5 (rates), top1_count, top5_count,
       shard, num_shards, data, max_images, and the runtime that ran it.
     """
+    if not isinstance(data, (str, os.PathLike)) or not str(data):
+        raise InputError('data must be a path (class folders, TFRecords or a '
+                         'dataset_dir), got %r' % (data,))
+    for name, value in (('batch_size', batch_size), ('max_images', max_images),
+                        ('shard', shard), ('num_shards', num_shards)):
+        if value is not None and (isinstance(value, bool) or not isinstance(
+                value, (int, np.integer))):
+            raise InputError('%s must be a whole number, got %r' % (
+                name, value))
     if batch_size < 1 or (max_images is not None and max_images < 1):
         raise InputError('batch_size and max_images must be at least 1 '
                          '(got %s and %s)' % (batch_size, max_images))
@@ -52,7 +65,8 @@ def evaluate(checkpoint, data, model=None, batch_size=32, max_images=None,
     classifier = Classifier(checkpoint, model, image_size=image_size,
                             moving_average=moving_average,
                             cache_dir=cache_dir, progress=progress,
-                            max_pixels=max_pixels, runtime=runtime)
+                            max_pixels=max_pixels, runtime=runtime,
+                            force_image_size=force_image_size)
     try:
         source = datasets.evaluation_source(
             data, classifier.spec.num_classes, classifier.class_names, split)
@@ -80,7 +94,8 @@ def evaluate(checkpoint, data, model=None, batch_size=32, max_images=None,
                 raise datasets.explain_failure(
                     source, error, classifier.predict, batch_size, shard,
                     num_shards, max_images) from None
-        return {'network': classifier.spec.network,
+        return {'model': classifier.model_name,
+                'network': classifier.spec.network,
                 'network_kwargs': classifier.spec.kwargs,
                 'image_size': classifier.spec.image_size,
                 'checkpoint': classifier.checkpoint,
@@ -104,11 +119,17 @@ def merge(results):
       InputError: the results are not the N distinct slices of one
         evaluation.
     """
+    if isinstance(results, dict):
+        raise InputError('merge takes a list of results (one per shard), not '
+                         'one result')
     results = list(results)
     if not results:
         raise InputError('nothing to merge')
     first = results[0]
     for result in results:
+        if not isinstance(result, dict):
+            raise InputError('a result to merge must be a dict as evaluate '
+                             'returns it, not %s' % type(result).__name__)
         missing = [k for k in ('images', 'top1_count', 'top5_count',
                                'shard', 'num_shards') if k not in result]
         if missing or result['num_shards'] is None:

@@ -22,14 +22,18 @@ import tensorflow.compat.v1 as tf
 from slimnets import export_formats
 from slimnets import fileio
 from slimnets import images as images_lib
+from slimnets import keras_models
 from slimnets import models
 from slimnets import optimize
 from slimnets import preprocessing
 from slimnets.errors import ExportError  # noqa: F401  (public here too)
 from slimnets.errors import InputError
+from slimnets.errors import UsageError
+from slimnets.graph_format import MAX_BATCH_SIZE
 from slimnets.runtimes import ONNX_OPSET  # noqa: F401  (public here too)
 
 FORMATS = ('frozen', 'saved_model', 'tflite') + tuple(export_formats.WRITERS)
+check_output = export_formats.check_output
 QUANTIZATIONS = (None, 'float16', 'dynamic', 'int8')
 
 ExportReport = collections.namedtuple('ExportReport', [
@@ -48,19 +52,53 @@ def probe_batch(image_size, count=4, seed=0):
         return sess.run(images)
 
 
-def representative_images(folder, image_size, limit=64):
-    """Images from `folder` (recursively), eval-preprocessed, [N, s, s, 3]."""
+def representative_paths(folder, limit=64):
+    """The first `limit` image files under `folder` (recursively, sorted;
+    regular files with an image extension).
+
+    Raises:
+      InputError: `folder` is not a folder, or holds no image files.
+    """
+    if not os.path.isdir(folder):
+        raise InputError('--representative-data %s is not a folder; give a '
+                         'folder of typical images (%s)' % (
+                             folder, ', '.join(images_lib.IMAGE_EXTENSIONS)))
     paths = sorted(p for p in glob.glob(os.path.join(folder, '**', '*'),
                                         recursive=True)
-                   if p.lower().endswith(images_lib.IMAGE_EXTENSIONS))[:limit]
+                   if p.lower().endswith(images_lib.IMAGE_EXTENSIONS) and
+                   os.path.isfile(p))[:limit]
     if not paths:
-        raise InputError('no images in %s for the representative '
-                                   'dataset' % folder)
+        raise InputError('no images in %s for the representative dataset '
+                         '(looked for %s files in it and its subfolders); '
+                         'give a folder of typical images' % (
+                             folder, ', '.join(images_lib.IMAGE_EXTENSIONS)))
+    return paths
+
+
+def representative_images(folder, image_size, limit=64):
+    """Images from `folder` (recursively), eval-preprocessed, [N, s, s, 3].
+
+    Raises:
+      InputError: no image files (see `representative_paths`), or a file
+        that does not decode as an image (named in the message).
+    """
+    paths = representative_paths(folder, limit)
     with tf.Graph().as_default(), tf.Session() as sess:
         encoded = tf.placeholder(tf.string, [])
         image = preprocessing.decode_and_preprocess(encoded, image_size)
-        return np.stack([sess.run(image, {encoded: images_lib.read_image_file(p)})
-                         for p in paths])
+        result = []
+        for path in paths:
+            data = images_lib.check_image(images_lib.read_image_file(path),
+                                          path)
+            try:
+                result.append(sess.run(image, {encoded: data}))
+            except (tf.errors.InvalidArgumentError,
+                    tf.errors.ResourceExhaustedError) as error:
+                raise InputError('%s in --representative-data is not an image '
+                                 'that decodes (%s); remove it or fix it' % (
+                                     path, error.message.splitlines()[0])
+                                 ) from None
+        return np.stack(result)
 
 
 def _source_probabilities(spec, checkpoint, *batches):
@@ -147,9 +185,26 @@ def run_tflite(model_content, images, output='probabilities'):
     return np.stack(results)
 
 
-def export(output, format, checkpoint, model=None, image_size=None,  # pylint: disable=redefined-builtin
+def check_batch_size(batch_size):
+    """Refuses a fixed batch size below 1 or above `MAX_BATCH_SIZE`.
+
+    Raises:
+      UsageError: naming the bound.
+    """
+    if batch_size is None:
+        return
+    if isinstance(batch_size, bool) or not isinstance(
+            batch_size, (int, np.integer)) or not (
+                1 <= batch_size <= MAX_BATCH_SIZE):
+        raise UsageError('batch size %r is out of range: a fixed batch size '
+                         'is a whole number in 1..%d (leave it out for any '
+                         'batch size)' % (batch_size, MAX_BATCH_SIZE))
+
+
+def export(output, format, checkpoint=None, model=None, image_size=None,  # pylint: disable=redefined-builtin
            batch_size=None, quantization=None, representative_data=None,
-           moving_average='auto', cache_dir=None, progress=True):
+           moving_average='auto', cache_dir=None, progress=True,
+           trainable=False, force_image_size=False):
     """Exports a checkpoint; returns an `ExportReport` of its self-check.
 
     Args:
@@ -158,13 +213,21 @@ def export(output, format, checkpoint, model=None, image_size=None,  # pylint: d
         'serving_default' on float images and 'image_bytes' on encoded
         images), 'tflite', 'onnx' (opset `runtimes.ONNX_OPSET`), 'openvino'
         (.xml IR) or 'keras' (.keras).
-      checkpoint: a checkpoint path or catalogue name.
+      checkpoint: a checkpoint path or catalogue name (default: `model`
+        when it is a catalogue name, else the embedded default model).
       model: nets_factory or catalogue name; default inferred.
-      image_size: input size; default the catalogue's or 224.
-      batch_size: fixed batch size of the graph; default any.
+      image_size: input size; default the one recorded beside the
+        checkpoint, else the catalogue's, else 224.  Refused when it
+        contradicts a QAT checkpoint's calibration size, unless
+        `force_image_size` (`models.check_image_size`).
+      batch_size: fixed batch size of the graph, 1..`MAX_BATCH_SIZE`;
+        default any.
       quantization: TFLite only: None, 'float16', 'dynamic' or 'int8'.
       representative_data: a folder of images (int8 calibration; also the
         probe images when given).
+      trainable: 'keras' only: the trainable model of
+        `slimnets.keras_models` (batch norm unfolded, weight decay), not
+        the folded inference graph.
 
     Raises:
       ExportError, InputError, checkpoints.CheckpointError.
@@ -177,11 +240,21 @@ def export(output, format, checkpoint, model=None, image_size=None,  # pylint: d
                           'dynamic, int8' % (quantization,))
     if quantization and format != 'tflite':
         raise ExportError('quantization applies to --format tflite only')
+    if trainable and format != 'keras':
+        raise ExportError('--trainable applies to --format keras only')
+    check_batch_size(batch_size)
     export_formats.check_output(format, output)
-    spec, prefix = models.model_spec(model, checkpoint, image_size,
-                                        cache_dir=cache_dir, progress=progress)
-    graph_def, fold_report = optimize.frozen_inference_graph(
-        spec, prefix, batch_size=batch_size, moving_average=moving_average)
+    if quantization == 'int8' and not representative_data:
+        raise ExportError('int8 quantization needs --representative-data '
+                          '(a folder of typical images)')
+    if representative_data:
+        representative_paths(representative_data)
+    spec, prefix = models.model_spec(model, models.weights_for(
+        checkpoint, model), image_size, cache_dir=cache_dir, progress=progress,
+        force_image_size=force_image_size)
+    graph_def, fold_report = (None, None) if trainable else (
+        optimize.frozen_inference_graph(spec, prefix, batch_size=batch_size,
+                                        moving_average=moving_average))
     representative = (representative_images(representative_data,
                                             spec.image_size)
                       if representative_data else None)
@@ -197,7 +270,10 @@ def export(output, format, checkpoint, model=None, image_size=None,  # pylint: d
     else:
         expected = _source_probabilities(spec, prefix, probe)
 
-    if format in export_formats.WRITERS:
+    if trainable:
+        actual = keras_models.write_trainable(spec, prefix, output, probe,
+                                              moving_average=moving_average)
+    elif format in export_formats.WRITERS:
         actual = export_formats.WRITERS[format](graph_def, output, probe)
     elif format == 'frozen':
         _write_frozen(graph_def, output)
@@ -230,4 +306,5 @@ def export(output, format, checkpoint, model=None, image_size=None,  # pylint: d
     difference = float(np.max(np.abs(actual - expected)))
     agreement = float(np.mean(actual.argmax(1) == expected.argmax(1)))
     return ExportReport(output, format, quantization, spec,
-                        fold_report.folded, difference, agreement, len(probe))
+                        fold_report.folded if fold_report else 0, difference,
+                        agreement, len(probe))

@@ -20,7 +20,10 @@ its own runtime and returns the probabilities of a probe batch, which
                (float 'images' [N, size, size, 3] in [-1, 1]) and
                'image_bytes' (a batch of encoded JPEG/PNG/BMP/GIF strings,
                Inception eval preprocessing inside), both returning
-               'logits' and 'probabilities'.
+               'logits' and 'probabilities'; empty, undecodable and
+               huge-declared images (more than `images.MAX_PIXELS` in the
+               header) fail the call with InvalidArgumentError and the
+               server keeps serving.
 """
 
 import math
@@ -32,6 +35,7 @@ import tensorflow as tf2
 import tensorflow.compat.v1 as tf
 
 from slimnets import fileio
+from slimnets import images as images_lib
 from slimnets import preprocessing
 from slimnets import runtimes
 from slimnets.errors import ExportError
@@ -288,6 +292,93 @@ def _network_function(graph_def):
                  for name in OUTPUT_NAMES})
 
 
+def _little_endian(octets, start, count):
+    """The unsigned little-endian integer of octets[start:start+count]
+    (int64; `octets` a uint8 vector)."""
+    value = tf2.constant(0, tf2.int64)
+    for index in reversed(range(count)):
+        value = value * 256 + tf2.cast(octets[start + index], tf2.int64)
+    return value
+
+
+def _big_endian(octets, start, count):
+    value = tf2.constant(0, tf2.int64)
+    for index in range(count):
+        value = value * 256 + tf2.cast(octets[start + index], tf2.int64)
+    return value
+
+
+def declared_pixels(data):
+    """The pixel count (width x height, float64) that the header of one
+    encoded image declares, read in the graph without decoding: PNG
+    (IHDR), GIF (logical screen), BMP (info header) and JPEG (its frame
+    header, `tf.image.extract_jpeg_shape`); 0 for anything else.  The
+    graph twin of `slimnets.images.header_size`."""
+    head = tf2.strings.substr(data, 0, 26)
+    octets = tf2.io.decode_raw(tf2.strings.join([head, '\0' * 26]),
+                               tf2.uint8)[:26]
+    size = tf2.strings.length(data)
+
+    def product(width, height):
+        return tf2.cast(width, tf2.float64) * tf2.cast(height, tf2.float64)
+
+    def png():
+        return product(_big_endian(octets, 16, 4), _big_endian(octets, 20, 4))
+
+    def gif():
+        return product(_little_endian(octets, 6, 2),
+                       _little_endian(octets, 8, 2))
+
+    def bmp():
+        def signed(value):
+            return tf2.abs(tf2.where(value >= 2 ** 31, value - 2 ** 32, value))
+        os2 = tf2.equal(_little_endian(octets, 14, 4), 12)
+        return tf2.where(
+            os2, product(_little_endian(octets, 18, 2),
+                         _little_endian(octets, 20, 2)),
+            product(signed(_little_endian(octets, 18, 4)),
+                    signed(_little_endian(octets, 22, 4))))
+
+    def jpeg():
+        shape = tf2.image.extract_jpeg_shape(data)
+        return product(shape[0], shape[1])
+
+    def unknown():
+        return tf2.constant(0.0, tf2.float64)
+
+    is_png = tf2.logical_and(tf2.equal(tf2.strings.substr(
+        head, 0, 8), b'\x89PNG\r\n\x1a\n'), size >= 24)
+    is_gif = tf2.logical_and(tf2.logical_or(
+        tf2.equal(tf2.strings.substr(head, 0, 6), b'GIF87a'),
+        tf2.equal(tf2.strings.substr(head, 0, 6), b'GIF89a')), size >= 10)
+    is_bmp = tf2.logical_and(tf2.equal(tf2.strings.substr(head, 0, 2),
+                                       b'BM'), size >= 26)
+    is_jpeg = tf2.equal(tf2.strings.substr(head, 0, 2), b'\xff\xd8')
+    return tf2.case([(is_png, png), (is_gif, gif), (is_bmp, bmp),
+                     (is_jpeg, jpeg)], default=unknown, exclusive=True)
+
+
+def checked_decode(data, image_size, max_pixels=images_lib.MAX_PIXELS):
+    """`preprocessing.decode_and_preprocess` of one encoded image, after
+    the checks that keep a serving process up: empty bytes, and a header
+    that declares more than `max_pixels` pixels (a few bytes that would
+    make the decoder allocate gigabytes), fail with InvalidArgumentError
+    naming the problem, as undecodable bytes do, before decoding."""
+    not_empty = tf2.debugging.assert_greater(
+        tf2.strings.length(data), 0,
+        message='image_bytes: an empty string is not an image')
+    with tf2.control_dependencies([not_empty]):
+        pixels = declared_pixels(data)
+    small_enough = tf2.debugging.assert_less_equal(
+        pixels, tf2.constant(float(max_pixels), tf2.float64),
+        message='image_bytes: the image header declares more than %d pixels '
+                '(the limit of slimnets.images.MAX_PIXELS); send a smaller '
+                'image' % max_pixels)
+    with tf2.control_dependencies([small_enough]):
+        return preprocessing.decode_and_preprocess(tf2.identity(data),
+                                                   image_size)
+
+
 def write_serving_saved_model(graph_def, path, image_size, batch_size=None):
     """Writes a TF2 SavedModel with signatures 'serving_default' (float
     images) and 'image_bytes' (encoded images, preprocessing inside)."""
@@ -306,7 +397,7 @@ def write_serving_saved_model(graph_def, path, image_size, batch_size=None):
         [batch_size], tf2.string, name=BYTES_SIGNATURE)])
     def serve_bytes(image_bytes):
         images = tf2.map_fn(
-            lambda data: preprocessing.decode_and_preprocess(data, image_size),
+            lambda data: checked_decode(data, image_size),
             image_bytes, fn_output_signature=tf2.float32)
         return module.network(images)
 
@@ -344,6 +435,7 @@ def run_serving_saved_model(path, images=None, encoded=None):
 
 WRITERS = {'onnx': write_onnx, 'openvino': write_openvino,
            'keras': write_keras}
+_FILE_SUFFIXES = {'frozen': '.pb', 'tflite': '.tflite', 'onnx': '.onnx'}
 _SUFFIXES = {'openvino': ('.xml', 'an OpenVINO IR is a .xml file (with a .bin '
                                   'beside it): use --output model.xml'),
              'keras': ('.keras', 'a Keras model is a .keras file: use '
@@ -352,7 +444,29 @@ _SUFFIXES = {'openvino': ('.xml', 'an OpenVINO IR is a .xml file (with a .bin '
 
 def check_output(format, path):  # pylint: disable=redefined-builtin
     """Refuses an output path the format cannot be written to, before any
-    work is done."""
+    work is done: a missing suffix, a folder (or anything but a file) where
+    a file format writes, anything at all where a SavedModel folder goes.
+
+    Raises:
+      ExportError: naming what is in the way and the way out.
+    """
     suffix, message = _SUFFIXES.get(format, (None, None))
     if suffix and not path.endswith(suffix):
         raise ExportError(message)
+    if format == 'saved_model':
+        if os.path.lexists(path):
+            raise ExportError(
+                '%s already exists (%s); a SavedModel is written as a new '
+                'folder: remove it or choose another --output' % (
+                    path, 'a folder' if os.path.isdir(path) else 'a file'))
+        return
+    if os.path.isdir(path):
+        raise ExportError(
+            '%s is a directory, and --format %s writes a file: a directory '
+            'is in the way. Name a file, e.g. --output %s, or move the '
+            'directory away' % (path, format, os.path.join(
+                path, 'model' + (suffix or _FILE_SUFFIXES.get(format, '')))))
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise ExportError('%s exists and is not a regular file (a link to '
+                          'nothing, a FIFO or a device); slimnets does not '
+                          'replace it: choose another --output' % path)

@@ -14,6 +14,9 @@ Temporary names: `.<final name>.<kind>-<pid>-<random>` beside the final
 path, kind 'tmp' (being written), 'old' (the previous folder, being
 removed after a swap) or 'partial' (a download being assembled).
 
+`read_text` reads the UTF-8 text files a user gives (a labels file), with
+or without a byte-order mark, and names the encoding of one that is not.
+
 This module is a low layer: it imports only slimnets.errors.
 """
 
@@ -21,6 +24,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import stat
 import time
 
 from slimnets.errors import InputError
@@ -284,6 +288,104 @@ def _swap_in(temporaries, paths):
     finally:
         for backup in backups.values():
             _remove(backup)
+
+
+_BOMS = ((b'\x00\x00\xfe\xff', 'UTF-32 (big-endian)'),
+         (b'\xff\xfe\x00\x00', 'UTF-32 (little-endian)'),
+         (b'\xfe\xff', 'UTF-16 (big-endian)'),
+         (b'\xff\xfe', 'UTF-16 (little-endian)'))
+
+
+def read_text(path, what='file'):
+    """The text of a UTF-8 file (a byte-order mark is dropped).
+
+    Raises:
+      InputError: the file cannot be read, or is not UTF-8: the message
+        names the encoding found (a UTF-16/32 byte-order mark, NUL bytes
+        of UTF-16 without one, else the first byte that is not UTF-8, as
+        Latin-1 and other 8-bit encodings give) and asks for UTF-8.
+    """
+    try:
+        # Non-blocking: a FIFO is refused below instead of waiting for ever.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0))
+        with os.fdopen(descriptor, 'rb') as handle:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise InputError('the %s %s is not a regular file; give a '
+                                 'text file' % (what, path))
+            data = handle.read()
+    except OSError as error:
+        raise InputError('cannot read the %s %s: %s' % (
+            what, path, error.strerror or error)) from None
+    advice = 'save it as UTF-8'
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            raise InputError('the %s %s is %s text, not UTF-8; %s' % (
+                what, path, encoding, advice))
+    if data.startswith(b'\xef\xbb\xbf'):
+        data = data[3:]
+    if b'\x00' in data:
+        raise InputError('the %s %s is not UTF-8 text: it has NUL bytes '
+                         '(UTF-16 without a byte-order mark?); %s' % (
+                             what, path, advice))
+    try:
+        return data.decode('utf-8')
+    except UnicodeDecodeError as error:
+        raise InputError(
+            'the %s %s is not UTF-8 text: it has the byte 0x%02X at offset %d '
+            '(Latin-1 or another 8-bit encoding?); %s' % (
+                what, path, data[error.start], error.start, advice)) from None
+
+
+class ProcessLock(object):
+    """An exclusive advisory lock on a file, held by this process (its PID
+    written in the file) until `release()`, the end of a `with` block or
+    the process's death (the kernel releases it: a lock whose process is
+    gone is never in the way).  The file stays (removing it would race
+    with the next taker)."""
+
+    def __init__(self, descriptor, path):
+        self.descriptor, self.path = descriptor, path
+
+    def release(self):
+        if self.descriptor is not None:
+            os.close(self.descriptor)   # releases the lock
+            self.descriptor = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.release()
+
+
+def try_process_lock(path):
+    """Takes `path`'s lock without waiting.
+
+    Returns:
+      (ProcessLock, None) when this process now holds it, else (None, the
+      PID recorded by the holder, or None when unreadable).  Without
+      advisory locks (Windows) the lock is always granted.
+
+    Raises:
+      OutputError: the lock file cannot be created.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT |
+                             getattr(os, 'O_NOFOLLOW', 0), 0o666)
+    except OSError as error:
+        raise _output_error(path, error) from None
+    if fcntl is not None:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                text = os.pread(descriptor, 32, 0).decode('ascii', 'replace')
+            finally:
+                os.close(descriptor)
+            return None, int(text) if text.strip().isdigit() else None
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, b'%d\n' % os.getpid(), 0)
+    return ProcessLock(descriptor, path), None
 
 
 @contextlib.contextmanager

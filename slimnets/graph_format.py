@@ -10,3 +10,8 @@ OUTPUT_NAMES = ('logits', 'probabilities')  # [batch, num_classes]
 # Attribute on a convolution whose weights absorbed a constant scaling of its
 # input (hard-swish's * 1/6); converters divide it back out.
 INPUT_SCALE_ATTR = '_slimnets_input_scale'
+# The largest fixed batch size an export takes (`export --batch-size`): the
+# self-check runs a probe batch of that size through the source graph and
+# the artifact at once (0.6 MB per 224 px image for the input alone, the
+# activations several times that), so a bound keeps it within memory.
+MAX_BATCH_SIZE = 256

@@ -16,6 +16,9 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 # MB would otherwise take gigabytes to decode.  --max-pixels changes it.
 MAX_PIXELS = 50_000_000
 
+# The most bytes `slimnets classify -` reads from stdin (one image file).
+MAX_STDIN_BYTES = 256 * 1024 * 1024
+
 # JPEG start-of-frame markers (the ones that carry the image size).
 _JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 

@@ -3,25 +3,27 @@
 `model_spec(model, checkpoint)` turns what a user names (a nets_factory
 name, a catalogue name, a checkpoint path, or nothing: the default model)
 into a `ModelSpec` and a checkpoint prefix, fetching catalogue checkpoints
-into the cache.  Folders written by `slimnets train` record their network in
-`model.json` and their classes in `labels.txt`; both are read here.
+into the cache.  What slimnets records beside every checkpoint it writes
+(`slimnets.model_info`: network, input size, classes, label offset) and
+the class names of training folders (`labels.txt`) are read here.
 """
 
-import json
 import os
 
 from slimnets import checkpoints
-from slimnets import fileio
 from slimnets import labels as labels_lib
+from slimnets import model_info
 from slimnets import nets_factory
+from slimnets import quantize
 from slimnets import registry
+from slimnets.checkpoints import embedded
 from slimnets.errors import InputError
 from slimnets.registry import ModelSpec
 
 DEFAULT_MODEL = registry.DEFAULT_MODEL
 
 LABELS_FILE = 'labels.txt'
-MODEL_FILE = 'model.json'
+MODEL_FILE = model_info.FOLDER_FILE
 base_network = registry.base_network
 build_network = nets_factory.build_network
 
@@ -49,24 +51,32 @@ def size_from_name(prefix, depth_multiplier):
 
 
 def model_spec(model=None, checkpoint=None, image_size=None, num_classes=None,
-               cache_dir=None, progress=True):
+               cache_dir=None, progress=True, force_image_size=False):
     """Works out which network to build for a checkpoint.
 
     Args:
       model: a nets_factory name, a catalogue name, or None: the network
-        recorded beside the checkpoint by `slimnets train` (model.json), else
-        inferred from the checkpoint's variables.
+        recorded beside the checkpoint (`slimnets.model_info`: every
+        checkpoint slimnets writes), else inferred from its variables.
       checkpoint: a checkpoint path or catalogue name (fetched if needed).
-      image_size: input size; default the catalogue's, else the size a
-        published-style path names ('0.25_128'), else the network's.
+      image_size: input size; default the size recorded beside the
+        checkpoint (`slimnets.model_info`), else the catalogue's, else the
+        size a published-style path names ('0.25_128'), else the network's.
       num_classes: default the checkpoint's.
+      force_image_size: allow an `image_size` other than the calibration
+        size recorded for a quantization-aware checkpoint (see
+        `check_image_size`).
 
     Returns:
       (ModelSpec, checkpoint prefix or None).
 
     Raises:
-      InputError: unknown model name, or a checkpoint of another network.
+      InputError: unknown model name, a checkpoint of another network, or
+        an image size that contradicts a QAT checkpoint's calibration.
+      CheckpointError: the record beside the checkpoint is damaged.
     """
+    if embedded.is_embedded(model):   # `--model embedded`: its weights
+        model, checkpoint = None, checkpoint or embedded.NAME
     item = None
     if model is not None and model not in nets_factory.networks_map:
         try:
@@ -87,11 +97,18 @@ def model_spec(model=None, checkpoint=None, image_size=None, num_classes=None,
 
     identity = checkpoints.identify(checkpoints.variable_shapes(prefix)) \
         if prefix else None
-    recorded = read_model_file(prefix) if prefix else None
+    recorded = model_info.read(prefix) if prefix else None
+    requested_size = image_size
     if recorded is not None and model is None:
-        return recorded._replace(
-            image_size=int(image_size or recorded.image_size),
-            num_classes=int(num_classes or recorded.num_classes)), prefix
+        network = recorded.network
+        spec = ModelSpec(network, dict(recorded.kwargs or {}), int(
+            image_size or recorded.image_size or _default_size(
+                network, prefix, identity)), int(
+                    num_classes or recorded.num_classes or (
+                        identity.num_classes if identity and
+                        identity.num_classes else 1001)))
+        check_image_size(prefix, requested_size, force_image_size)
+        return spec, prefix
     if model in nets_factory.networks_map:
         network = model
     elif item is not None:
@@ -112,22 +129,63 @@ def model_spec(model=None, checkpoint=None, image_size=None, num_classes=None,
         kwargs = dict(item.network_kwargs)
     else:
         kwargs = {}
+    if image_size is None and recorded is not None and \
+            recorded.image_size and base_network(recorded.network) == \
+            base_network(network):
+        image_size = recorded.image_size
     if image_size is None and item is not None:
         image_size = item.input_size
-    if image_size is None and identity is not None:
-        image_size = size_from_name(prefix, identity.depth_multiplier)
+    if image_size is None and embedded.is_embedded(checkpoint):
+        image_size = embedded.IMAGE_SIZE
     if image_size is None:
-        image_size = nets_factory.get_network_fn(network, 1).default_image_size
+        image_size = _default_size(network, prefix, identity)
     if num_classes is None:
         num_classes = (identity.num_classes if identity and
                        identity.num_classes else 1001)
+    check_image_size(prefix, requested_size, force_image_size)
     return ModelSpec(network, kwargs, int(image_size), int(num_classes)), prefix
+
+
+def _default_size(network, prefix, identity):
+    """The size a published-style path names, else the network's."""
+    size = size_from_name(prefix, identity.depth_multiplier) if (
+        identity is not None and prefix) else None
+    return size or nets_factory.get_network_fn(network, 1).default_image_size
+
+
+def check_image_size(prefix, image_size, force_image_size=False):
+    """Refuses an input size that contradicts a QAT checkpoint's record.
+
+    A quantization-aware checkpoint's activation ranges were calibrated at
+    one input size (recorded beside it, `slimnets.model_info`); another
+    `image_size` contradicts it, and is refused unless `force_image_size`.
+    Float checkpoints, and QAT checkpoints with no recorded size, run at
+    any size (the networks are fully convolutional).
+
+    Raises:
+      InputError: naming both sizes and the two ways out.
+    """
+    if image_size is None or force_image_size or prefix is None:
+        return
+    recorded = model_info.read(prefix)
+    if recorded is None or not recorded.image_size or \
+            int(image_size) == recorded.image_size or \
+            not quantize.has_quantization_ranges(prefix):
+        return
+    raise InputError(
+        '%s is a quantization-aware checkpoint calibrated at %dx%d (recorded '
+        'in %s), so --image-size %d contradicts it: leave --image-size out, '
+        'or pass --force-image-size to run it at %d with ranges calibrated at '
+        '%d' % (prefix, recorded.image_size, recorded.image_size,
+                model_info.where(prefix), int(image_size), int(image_size),
+                recorded.image_size))
 
 
 def weights_for(checkpoint=None, model=None):
     """The checkpoint to restore when a user names `checkpoint`, `model`,
     both or neither: the checkpoint when given; else `model` when it is a
-    catalogue name; else `DEFAULT_MODEL` when nothing is named.
+    catalogue name (or `embedded`); else `DEFAULT_MODEL`, the embedded
+    model, when nothing is named.
 
     Raises:
       InputError: `model` names a network architecture, which has no
@@ -144,32 +202,67 @@ def weights_for(checkpoint=None, model=None):
     return model
 
 
-def write_model_file(folder, spec):
-    """Records which network a folder's checkpoints are (see read_model_file)."""
-    fileio.write_bytes(os.path.join(folder, MODEL_FILE), (json.dumps(
-        spec._asdict(), indent=1) + '\n').encode('utf-8'))
+def weights_name(weights):
+    """How output names the weights `weights_for` chose: a catalogue name as
+    it is, the embedded model as 'mobilenet_v2_1.0_224_quant (embedded)', a
+    path as it was given."""
+    if embedded.is_embedded(weights):
+        return embedded.DISPLAY_NAME
+    return os.fspath(weights)
+
+
+def write_model_file(folder, spec, label_offset=None, input_stats=None,
+                     source=None):
+    """Records what a folder's checkpoints are: `model.json` in `folder`
+    (`slimnets.model_info`; see read_model_file).
+
+    Args:
+      folder: the folder (a training folder: all its checkpoints one run).
+      spec: the ModelSpec (network, kwargs, input size, classes).
+      label_offset: 1 when class 0 is background; default slim's
+        convention for the class count (1 for 1001, else 0).
+      input_stats: (mean, std) of a quantized model's integer input.
+      source: what the checkpoints were made from (free text).
+    """
+    model_info.write_folder(folder, model_info.ModelInfo(
+        spec.network, dict(spec.kwargs), spec.image_size, spec.num_classes,
+        model_info.label_offset_for(spec.num_classes) if label_offset is None
+        else label_offset, input_stats, source))
 
 
 def read_model_file(prefix):
-    """The ModelSpec recorded beside a checkpoint, or None."""
-    path = os.path.join(os.path.dirname(prefix), MODEL_FILE)
-    if not os.path.isfile(path):
+    """The ModelSpec recorded beside a checkpoint (`<prefix>.slimnets.json`,
+    else its folder's `model.json`), or None; None too when the record
+    lacks the input size or the class count (`model_info.read` has the
+    whole record).
+
+    Raises:
+      CheckpointError: the record is damaged.
+    """
+    recorded = model_info.read(prefix)
+    if recorded is None or recorded.image_size is None or \
+            recorded.num_classes is None:
         return None
-    with open(path) as handle:
-        return ModelSpec(**json.load(handle))
+    return ModelSpec(recorded.network, dict(recorded.kwargs or {}),
+                     recorded.image_size, recorded.num_classes)
 
 
 def class_names_for(prefix, num_classes):
     """Class names of a checkpoint: its folder's labels.txt (written by
-    `slimnets train`), else ImageNet's for 1001 or 1000 classes, else None."""
+    `slimnets train`), else ImageNet's when the classes are ImageNet's 1000
+    after the recorded label offset (`model_info`: 1001 with background
+    first, or 1000 without; without a record, slim's convention for the
+    count), else None."""
     path = os.path.join(os.path.dirname(prefix), LABELS_FILE)
     if os.path.isfile(path):
         with open(path) as handle:
             names = [line.strip() for line in handle if line.strip()]
         if len(names) == num_classes:
             return names
-    if num_classes == 1001:
-        return labels_lib.imagenet_labels()
-    if num_classes == 1000:
-        return labels_lib.imagenet_labels()[1:]
+    recorded = model_info.read(prefix)
+    offset = recorded.label_offset if recorded is not None and \
+        recorded.label_offset is not None else model_info.label_offset_for(
+            num_classes)
+    if offset in (0, 1) and num_classes - offset == 1000:
+        return labels_lib.imagenet_labels()[1 - offset:]
     return None

@@ -31,7 +31,9 @@ import tensorflow.compat.v1 as tf
 
 from slimnets import checkpoints
 from slimnets import export
+from slimnets import fileio
 from slimnets import inference
+from slimnets import model_info
 from slimnets import optimize
 from slimnets import quantize
 from slimnets.checkpoints import converters
@@ -226,7 +228,7 @@ def compare_with_graph(model_content, graph_def, images):
 
 def export_tflite(output, checkpoint, model=None, image_size=None,
                   inference_type='uint8', input_stats=None, probe=None,
-                  cache_dir=None, progress=True):
+                  cache_dir=None, progress=True, force_image_size=False):
     """Writes the fully integer TFLite model of a QAT checkpoint.
 
     Args:
@@ -235,16 +237,30 @@ def export_tflite(output, checkpoint, model=None, image_size=None,
       model, image_size: as `slimnets.export.export`.
       inference_type: 'uint8' (default, as Google's files) or 'int8'
         (weight ranges then widened to be symmetric: zero point 0).
-      input_stats: (mean, std) of the integer input; default (128, 128).
+      input_stats: (mean, std) of the integer input; default the ones
+        recorded beside the checkpoint (`slimnets.model_info`), else
+        (128, 128).
       probe: float images [N, size, size, 3] for the self-check (default:
         `export.probe_batch`'s smooth pseudo-images).
+      force_image_size: allow an `image_size` other than the recorded
+        calibration size (`models.check_image_size`).
+
+    Raises:
+      InputError: `image_size` contradicts the recorded calibration size.
+      QuantizationError: the checkpoint has no ranges, or conversion fails.
 
     Returns:
       a `QuantizedExportReport`.
     """
+    export.check_output('tflite', output)
     spec, prefix = inference.model_spec(model, checkpoint, image_size,
                                         cache_dir=cache_dir,
-                                        progress=progress)
+                                        progress=progress,
+                                        force_image_size=force_image_size)
+    if input_stats is None:
+        recorded = model_info.read(prefix)
+        if recorded is not None and recorded.input_stats:
+            input_stats = tuple(recorded.input_stats)
     if inference_type not in INFERENCE_TYPES:
         raise QuantizationError('unknown inference type %r; choose uint8 or '
                                 'int8' % (inference_type,))
@@ -253,8 +269,7 @@ def export_tflite(output, checkpoint, model=None, image_size=None,
     content = convert_graph_def(graph_def, spec.image_size, inference_type,
                                 input_stats or DEFAULT_INPUT_STATS)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with open(output, 'wb') as handle:
-        handle.write(content)
+    fileio.write_bytes(output, content)
     if probe is None:
         probe = export.probe_batch(spec.image_size)
     max_steps, within, agreement = compare_with_graph(content, graph_def,
@@ -405,7 +420,10 @@ def tflite_to_checkpoint(model_path, output_prefix, num_classes=None):
     The float variables as `slimnets.checkpoints.tflite_to_checkpoint`
     recovers them, plus every quantization range of the network's
     `create_eval_graph` form, so that `export_tflite` of the checkpoint
-    rebuilds the file.
+    rebuilds the file.  Beside it (`slimnets.model_info`) the file's input
+    size is recorded as the calibration size, with the network, the
+    classes and the input's (mean, std): `export_tflite` and every
+    command default to them, and refuse another size unless forced.
 
     Returns:
       (checkpoint prefix, the network's `Identity`, (input mean, std)).
@@ -424,5 +442,8 @@ def tflite_to_checkpoint(model_path, output_prefix, num_classes=None):
         shutil.rmtree(scratch, ignore_errors=True)
     ranges, input_stats = tflite_quantization_ranges(model_path, spec)
     values.update(ranges)
-    return converters.write_checkpoint(values, output_prefix), identity, \
-        input_stats
+    prefix = converters.write_checkpoint(values, output_prefix)
+    converters.write_model_info(
+        prefix, identity, size, 'quantized TFLite file %s (weights and '
+        'ranges)' % os.path.basename(model_path), input_stats=input_stats)
+    return prefix, identity, input_stats

@@ -91,9 +91,11 @@ NETWORKS = collections.OrderedDict((n.name, n) for n in (
             'mobilenet_edgetpu', 0.75, 224, 2.9, 624, None),
 ))
 
-# The catalogue checkpoint used when neither a checkpoint nor a model is
-# named (`slimnets classify IMAGE`, `Classifier()`): fetched on first use.
-DEFAULT_MODEL = 'mobilenet_v2_1.0_224'
+# The model used when neither a checkpoint nor a model is named (`slimnets
+# classify IMAGE`, `Classifier()`): the copy of Google's quantized v2 1.0_224
+# that ships inside the package (`slimnets.checkpoints.embedded`), so it
+# needs no network.  The name is accepted wherever a catalogue name is.
+DEFAULT_MODEL = 'embedded'
 
 ModelSpec = collections.namedtuple('ModelSpec', [
     'network', 'kwargs', 'image_size', 'num_classes'])

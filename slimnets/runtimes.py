@@ -22,10 +22,13 @@ input 'input' [N, size, size, 3] in [-1, 1], output 'probabilities'
                with TensorFlow) and remembered in `runtimes.json` in the
                checkpoint cache, keyed by model, batch size and machine.
 
-`load(graph_def, runtime)` returns a `Runtime`.  A runtime whose package is
-missing raises `MissingExtraError` naming the extra to install.
+`load(graph_def, runtime)` returns a `Runtime`; `num_threads=N` runs any of
+them (and every candidate of `auto`) on N threads.  A runtime whose package
+is missing raises `MissingExtraError` naming the extra to install.
 """
 
+import ctypes
+import gc
 import hashlib
 import importlib
 import importlib.metadata
@@ -59,6 +62,11 @@ _PACKAGES = {'onnxruntime': (('tf2onnx', 'onnxruntime'), 'onnx'),
              'openvino': (('openvino',), 'openvino')}
 ONNX_OPSET = 17
 AUTO_FILE = 'runtimes.json'
+# The order in which `auto` tries the other runtimes against TensorFlow
+# (one at a time against the fastest so far): ONNX first, while only
+# TensorFlow is loaded (tf2onnx's conversion peaks highest, about 600 MB
+# above its result for v2 1.0_224).
+MEASURE_ORDER = ('onnxruntime', 'tflite', 'openvino')
 # Probabilities of a candidate runtime may differ from TensorFlow's by this
 # much before `auto` refuses it (the contract every runtime meets).
 AGREEMENT = 1e-4
@@ -108,6 +116,17 @@ def _check_images(images):
     return np.ascontiguousarray(images)
 
 
+def release_memory():
+    """Collects garbage and hands freed heap pages back to the system
+    (glibc's malloc_trim; a no-op elsewhere), so that a converter's or a
+    closed runtime's memory does not stay in the process's resident set."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):
+        pass
+
+
 class Runtime(object):
     """One loaded model.  `run(images [N, H, W, 3] float32 in [-1, 1]) ->
     probabilities [N, num_classes] float32`."""
@@ -146,19 +165,28 @@ class TensorFlowRuntime(Runtime):
 
     name = 'tensorflow'
 
-    def __init__(self, graph_def):
+    def __init__(self, graph_def, num_threads=None):
+        """`num_threads`: the session's intra- and inter-op threads (None:
+        TensorFlow's pools as the process set them)."""
         graph_def, self.rewrite = optimize.rewrite_for_tensorflow_cpu(
             graph_def)
+        self.num_threads = num_threads
         self.graph = tf.Graph()
         with self.graph.as_default():
             tf.import_graph_def(graph_def, name='')
         self.graph.finalize()
         output = self.graph.get_tensor_by_name(OUTPUT_NAME + ':0')
         feed = [self.graph.get_tensor_by_name(INPUT_NAME + ':0')]
-        self.session = tf.Session(graph=self.graph)
+        config = None
+        if num_threads:
+            config = tf.ConfigProto(
+                intra_op_parallelism_threads=num_threads,
+                inter_op_parallelism_threads=num_threads,
+                use_per_session_threads=tflog.session_thread_pools())
+        self.session = tf.Session(graph=self.graph, config=config)
         self._call = self.session.make_callable(output, feed)
         self.one_thread_session = None   # see ONE_THREAD_BATCH
-        if tflog.session_thread_pools():
+        if tflog.session_thread_pools() and num_threads in (None, 1):
             self.one_thread_session = tf.Session(
                 graph=self.graph, config=tf.ConfigProto(
                     intra_op_parallelism_threads=1,
@@ -222,11 +250,12 @@ class TFLiteRuntime(Runtime):
 
     name = 'tflite'
 
-    def __init__(self, graph_def=None, model_content=None):
+    def __init__(self, graph_def=None, model_content=None, num_threads=None):
         if model_content is None:
             model_content = tflite_model(graph_def)
+        self.num_threads = num_threads or os.cpu_count()
         self.interpreter = tflite_interpreter(model_content,
-                                              num_threads=os.cpu_count())
+                                              num_threads=self.num_threads)
         self._input = self.interpreter.get_input_details()[0]['index']
         outputs = self.interpreter.get_output_details()
         matching = [d for d in outputs
@@ -273,12 +302,16 @@ class OnnxRuntime(Runtime):
 
     name = 'onnxruntime'
 
-    def __init__(self, graph_def=None, model_bytes=None):
+    def __init__(self, graph_def=None, model_bytes=None, num_threads=None):
         ort = require('onnxruntime', 'onnx')
         if model_bytes is None:
             model_bytes = onnx_model(graph_def).SerializeToString()
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        self.num_threads = num_threads
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+            options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(
             model_bytes, options, providers=['CPUExecutionProvider'])
         self._input = self.session.get_inputs()[0].name
@@ -295,12 +328,15 @@ def openvino_model(graph_def):
     return ov.convert_model(graph_def)
 
 
-def openvino_compile(model):
+def openvino_compile(model, num_threads=None):
     """Compiles for the CPU in float32: OpenVINO would otherwise run bf16
-    on CPUs that have it, about 1e-3 off TensorFlow."""
+    on CPUs that have it, about 1e-3 off TensorFlow.  `num_threads`: its
+    INFERENCE_NUM_THREADS (None: OpenVINO's default)."""
     ov = require('openvino', 'openvino')
-    return ov.Core().compile_model(model, 'CPU', {
-        ov.properties.hint.inference_precision: ov.Type.f32})
+    config = {ov.properties.hint.inference_precision: ov.Type.f32}
+    if num_threads:
+        config[ov.properties.inference_num_threads] = num_threads
+    return ov.Core().compile_model(model, 'CPU', config)
 
 
 class OpenVINORuntime(Runtime):
@@ -308,10 +344,11 @@ class OpenVINORuntime(Runtime):
 
     name = 'openvino'
 
-    def __init__(self, graph_def=None, model=None):
+    def __init__(self, graph_def=None, model=None, num_threads=None):
         if model is None:
             model = openvino_model(graph_def)
-        self.compiled = openvino_compile(model)
+        self.num_threads = num_threads
+        self.compiled = openvino_compile(model, num_threads)
         outputs = [o for o in self.compiled.outputs
                    if any(n.split(':')[0] == OUTPUT_NAME
                           for n in o.get_names())]
@@ -327,7 +364,8 @@ _CLASSES = {'tensorflow': TensorFlowRuntime, 'tflite': TFLiteRuntime,
             'onnxruntime': OnnxRuntime, 'openvino': OpenVINORuntime}
 
 
-def load(graph_def, runtime='auto', cache_dir=None, model_key=None):
+def load(graph_def, runtime='auto', cache_dir=None, model_key=None,
+         num_threads=None):
     """Loads a folded inference GraphDef into `runtime`.
 
     Args:
@@ -338,6 +376,10 @@ def load(graph_def, runtime='auto', cache_dir=None, model_key=None):
         cache, `checkpoints.cache_dir`).
       model_key: names the model in that memory (default a digest of the
         graph's structure).
+      num_threads: threads every runtime runs on (TFLite num_threads, ONNX
+        Runtime intra_op_num_threads, OpenVINO INFERENCE_NUM_THREADS,
+        TensorFlow the session's intra/inter-op threads); None: each
+        runtime's default (TFLite: os.cpu_count()).
 
     Raises:
       InputError: unknown runtime.  MissingExtraError: its package is absent.
@@ -346,11 +388,12 @@ def load(graph_def, runtime='auto', cache_dir=None, model_key=None):
         raise InputError('unknown runtime %r; choose from %s' % (
             runtime, ', '.join(CHOICES)))
     if runtime == 'auto':
-        return AutoRuntime(graph_def, cache_dir=cache_dir, model_key=model_key)
+        return AutoRuntime(graph_def, cache_dir=cache_dir, model_key=model_key,
+                           num_threads=num_threads)
     modules, extra = _PACKAGES.get(runtime, ((), None))
     for module in modules:
         require(module, extra)
-    return _CLASSES[runtime](graph_def)
+    return _CLASSES[runtime](graph_def, num_threads=num_threads)
 
 
 # ------------------------------------------------------------------ auto
@@ -443,30 +486,43 @@ class AutoRuntime(Runtime):
 
     name = 'auto'
 
-    def __init__(self, graph_def, cache_dir=None, model_key=None):
+    def __init__(self, graph_def, cache_dir=None, model_key=None,
+                 num_threads=None):
         self.graph_def = graph_def
+        self.num_threads = num_threads   # passed to every runtime it loads
         self.path = os.path.join(checkpoints.cache_dir(cache_dir), AUTO_FILE)
         self.model_key = model_key or structure_key(graph_def)
         self.choices = {}    # bucket -> runtime name
         self.loaded = {}     # runtime name -> Runtime
 
     def _key(self, bucket):
-        return '%s|b%d|%s' % (self.model_key, bucket, machine_key())
+        threads = '|t%d' % self.num_threads if self.num_threads else ''
+        return '%s|b%d%s|%s' % (self.model_key, bucket, threads, machine_key())
 
     def _runtime(self, name):
         if name not in self.loaded:
-            self.loaded[name] = _CLASSES[name](self.graph_def)
+            self.loaded[name] = _CLASSES[name](self.graph_def,
+                                               num_threads=self.num_threads)
         return self.loaded[name]
 
     def _measure(self, bucket):
-        """Times every installed runtime at `bucket` images; the fastest of
-        those that agree with TensorFlow to `AGREEMENT`."""
+        """Times the installed runtimes at `bucket` images; the fastest of
+        those that agree with TensorFlow to `AGREEMENT`.
+
+        At most two are loaded at once (a runtime of v2 1.0_224 holds 100
+        to 300 MB, ONNX conversion briefly 500 MB more): each candidate in
+        `MEASURE_ORDER` is timed against the fastest so far, interleaved
+        (`time_runtimes`), and the slower of the two is closed at once.
+        The times returned are in the first pair's terms (each pair's
+        scaled by the ratio of the fastest's times), so the one chosen has
+        the smallest.
+        """
         shape = [d.size for d in self._input_shape()]
         rng = np.random.RandomState(0)
         images = rng.uniform(-1, 1, [bucket] + shape[1:]).astype(np.float32)
         reference = self._runtime('tensorflow').run(images)
-        agreeing = {}
-        for name in installed():
+        best, timings = 'tensorflow', {}
+        for name in [n for n in MEASURE_ORDER if n in installed()]:
             try:
                 runtime = self._runtime(name)
                 difference = float(np.max(np.abs(runtime.run(images) -
@@ -475,18 +531,38 @@ class AutoRuntime(Runtime):
                 # A converter that cannot take this graph leaves the choice
                 # to the others; TensorFlow always can.
                 _log.warning('auto: %s cannot run this model: %s', name, error)
-                self.loaded.pop(name, None)
+                self._release(name)
                 continue
             if difference > AGREEMENT:
                 _log.warning('auto: %s is %.3g off TensorFlow; not used',
                              name, difference)
+                self._release(name)
                 continue
-            agreeing[name] = runtime.run
-        timings = time_runtimes(agreeing, images)
-        best = min(timings, key=timings.get)
+            release_memory()   # what the converter let go of
+            pair = time_runtimes({best: self._runtime(best).run,
+                                  name: runtime.run}, images)
+            scale = timings[best] / pair[best] if best in timings else 1.0
+            timings[name] = pair[name] * scale
+            timings.setdefault(best, pair[best])
+            slower, best = (name, best) if timings[name] >= timings[best] \
+                else (best, name)
+            self._release(slower)
+            del runtime
+        if not timings:   # TensorFlow alone
+            timings = time_runtimes({best: self._runtime(best).run}, images)
         _log.debug('auto at batch %d: %s (%s)', bucket, best, ', '.join(
             '%s %.2f ms' % (n, 1e3 * t) for n, t in sorted(timings.items())))
         return best, timings
+
+    def _release(self, *names):
+        """Closes and drops the loaded runtimes `names` (all that are not
+        chosen for any batch size when none are given), then hands the
+        freed memory back: a kept runtime costs 100-300 MB (v2 1.0_224)."""
+        chosen = set(self.choices.values())
+        for name in names or list(self.loaded):
+            if name not in chosen and name in self.loaded:
+                self.loaded.pop(name).close()
+        release_memory()
 
     def _input_shape(self):
         for node in self.graph_def.node:
@@ -508,6 +584,8 @@ class AutoRuntime(Runtime):
                     'runtime': name, 'batch_size': bucket,
                     'milliseconds': {n: round(1e3 * t, 3)
                                      for n, t in timings.items()}})
+                self.choices[bucket] = name
+                self._release()   # keep only what was chosen
             self.choices[bucket] = name
         return self.choices[bucket]
 

@@ -14,15 +14,22 @@ TensorFlow starts, so that each session can have an intra-op pool of its
 own: the 'tensorflow' runtime then runs batch 1 on one thread, in the
 caller's thread (see `slimnets.runtimes.TensorFlowRuntime`).
 
+`quiet_python(verbose)` keeps the Python side quiet too: records of the
+`tensorflow` and `absl` loggers below ERROR (the v1 deprecation notices)
+and Python warnings (deprecations of TensorFlow, Keras and the converters)
+are dropped unless `verbose`.
+
 Only the command line uses this; library code never touches descriptors
 or the process environment.
 """
 
 import contextlib
+import logging
 import os
 import re
 import sys
 import threading
+import warnings
 
 LEVEL_VARIABLE = 'TF_CPP_MIN_LOG_LEVEL'
 # Read once by TensorFlow, when it makes its first device: '1' gives each
@@ -36,6 +43,15 @@ _CPP_LINE = re.compile(r'^([IWEF])\d{4} \S+\s+\d+ \S+:\d+\] ')
 _LITE_LINE = re.compile(r'^(INFO|WARNING|ERROR): ')
 _LITE_SEVERITIES = ('INFO', 'WARNING', 'ERROR')
 _PREAMBLE = 'WARNING: All log messages before absl::InitializeLog()'
+# The TFLite converter's and calibrator's own lines, printed without a
+# severity ('fully_quantize: 0, inference_type: 6, input_inference_type: ...',
+# 'Estimated count of arithmetic ops: ...').
+_CONVERTER_LINE = re.compile(
+    r'^(fully_quantize: \d|Estimated count of arithmetic ops|'
+    r'Summary on the non-converted ops:|\* Accepted dialects:|'
+    r'\s+\* Non-Converted Ops:|\s+- arith\.constant|\s+- tfl\.)')
+# Python loggers of TensorFlow and its dependencies.
+PYTHON_LOGGERS = ('tensorflow', 'absl', 'h5py', 'tf2onnx', 'openvino')
 _CONTINUATION = 'To enable the following instructions'
 
 
@@ -68,7 +84,39 @@ def severity(line):
     match = _LITE_LINE.match(line)
     if match:
         return _LITE_SEVERITIES.index(match.group(1))
+    if _CONVERTER_LINE.match(line):
+        return 0
     return None
+
+
+class _BelowError(logging.Filter):
+    """Drops log records below ERROR."""
+
+    def filter(self, record):
+        return record.levelno >= logging.ERROR
+
+
+_BELOW_ERROR = _BelowError()
+
+
+@contextlib.contextmanager
+def quiet_python(verbose=False):
+    """Within the block, TensorFlow's (and its dependencies') Python log
+    records below ERROR and every Python warning are dropped; with
+    `verbose`, nothing is."""
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in PYTHON_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(_BELOW_ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(_BELOW_ERROR)
 
 
 def level_from_environment(verbose=False):
@@ -103,6 +151,26 @@ def _pump(source, sink, level):
         os.write(sink, pending)
 
 
+_DIRECT = []
+
+
+def _direct_stream(descriptor, encoding):
+    """A Python stream onto what `descriptor` is (the real stderr), kept
+    open for the life of the process: log handlers made inside the block
+    (TensorFlow's own) hold on to it, and must not find it closed when
+    they write after the block or in the next block.  Reused while it
+    writes to the same file."""
+    target = os.fstat(descriptor)
+    for stream in _DIRECT:
+        known = os.fstat(stream.fileno())
+        if (known.st_dev, known.st_ino) == (target.st_dev, target.st_ino):
+            return stream
+    stream = open(os.dup(descriptor), 'w', buffering=1,  # noqa: SIM115
+                  encoding=encoding, errors='backslashreplace')
+    _DIRECT.append(stream)
+    return stream
+
+
 @contextlib.contextmanager
 def filtered_stderr(level):
     """Within the block, C++ log lines below `level` are dropped.
@@ -121,8 +189,7 @@ def filtered_stderr(level):
     sys.stderr.flush()
     original = os.dup(2)
     python_stderr = sys.stderr
-    sys.stderr = open(os.dup(original), 'w', buffering=1,  # noqa: SIM115
-                      encoding=python_stderr.encoding, errors='backslashreplace')
+    sys.stderr = _direct_stream(original, python_stderr.encoding)
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
@@ -133,7 +200,6 @@ def filtered_stderr(level):
         yield
     finally:
         sys.stderr.flush()
-        sys.stderr.close()
         sys.stderr = python_stderr
         os.dup2(original, 2)   # closes the pipe's last write end
         pump.join(timeout=5)

@@ -11,6 +11,15 @@ checkpoints are written every `save_every_steps` and at the end, with a
 and a `model.json` (network, keyword arguments, input size, classes), which
 `slimnets eval`, `classify` and `export` read.
 
+Faults.  One training at a time writes a `train_dir` (`lock_train_dir`:
+an advisory lock on LOCK_FILE holding the PID; a second is an InputError
+naming it).  On SIGTERM (in the main thread) the running step ends, its
+checkpoint is saved and `StoppedError` says so; the rerun resumes there.
+A failed save (a full disk) is an OutputError naming the last good
+checkpoint, which stays intact; a damaged record of the data is an
+InputError naming the file and the record.  The last MAX_TO_KEEP
+checkpoints are kept, across reruns.
+
 One graph builder (`build_train_graph`) serves one process and a worker of
 a cluster; with `cluster=` the variables live on parameter servers and
 `slimnets.distributed` runs the session (see there).
@@ -21,6 +30,8 @@ import contextlib
 import glob
 import logging
 import os
+import signal
+import threading
 
 import tensorflow.compat.v1 as tf
 from tensorflow.python.util import deprecation  # pylint: disable=g-direct-tensorflow-import
@@ -36,6 +47,8 @@ from slimnets import slim
 from slimnets.deployment import model_deploy
 from slimnets.errors import ArgumentTypeError
 from slimnets.errors import InputError
+from slimnets.errors import OutputError
+from slimnets.errors import StoppedError
 from slimnets.train_config import DECAY_TYPES
 from slimnets.train_config import DEFAULTS
 from slimnets.train_config import OPTIMIZERS
@@ -44,6 +57,8 @@ from slimnets.train_config import TrainConfig
 _log = logging.getLogger(__name__)
 
 LABELS_FILE = models.LABELS_FILE
+LOCK_FILE = '.train.lock'     # held by the training writing the folder
+MAX_TO_KEEP = 3               # checkpoints kept, across reruns too
 
 TrainResult = collections.namedtuple('TrainResult', [
     'checkpoint', 'first_step', 'last_step', 'losses', 'class_names',
@@ -229,8 +244,9 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
       data: a class-folder tree or slim TFRecords (file, folder of shards,
         glob, research/slim dataset_dir), streamed through tf.data.
       num_classes: classes of the new head (default: the data's).
-      checkpoint: the starting point (path or catalogue name), or None to
-        train from scratch (then `model` is required).
+      checkpoint: the starting point (path or catalogue name); None with a
+        `model` trains that network from scratch, None with no `model`
+        fine-tunes the embedded default model (`models.DEFAULT_MODEL`).
       model: nets_factory or catalogue name (default inferred).
       checkpoint_exclude_scopes: scopes not restored; default the logits
         scope when the class counts differ.
@@ -269,26 +285,37 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
     if len(class_names) > num_classes:
         raise InputError('the data has %d classes but num_classes '
                          'is %d' % (len(class_names), num_classes))
-    if checkpoint is None and model is None:
-        raise InputError('give --checkpoint to fine-tune or --model '
-                         'to train from scratch')
+    if checkpoint is None and model is None:   # fine-tune the default
+        checkpoint = models.DEFAULT_MODEL
+        _log.info('no checkpoint or model named: fine-tuning starts from the '
+                  'weights of %s', models.weights_name(checkpoint))
+    # Any size: fine-tuning re-learns a QAT checkpoint's ranges.
     spec, prefix = models.model_spec(model, checkpoint, config.image_size,
-                                     cache_dir=cache_dir, progress=progress)
+                                     cache_dir=cache_dir, progress=progress,
+                                     force_image_size=True)
     source_classes = spec.num_classes
     spec = spec._replace(num_classes=num_classes)
     config = config._replace(image_size=spec.image_size)
     check_resumable(train_dir, spec, class_names)
     chief = cluster is None or cluster.is_chief
+    lock = contextlib.nullcontext()
     if chief:
         os.makedirs(train_dir, exist_ok=True)
-        remove_partial_checkpoints(train_dir)
-        fileio.write_bytes(os.path.join(train_dir, LABELS_FILE),
-                           ('\n'.join(class_names) + '\n').encode('utf-8'))
-        models.write_model_file(train_dir, spec)
+        lock = lock_train_dir(train_dir)
+        try:
+            remove_partial_checkpoints(train_dir)
+            fileio.write_bytes(os.path.join(train_dir, LABELS_FILE),
+                               ('\n'.join(class_names) + '\n').encode('utf-8'))
+            models.write_model_file(train_dir, spec, label_offset=0,
+                                    source='slimnets train')
+        except BaseException:
+            lock.release()
+            raise
 
     graph = tf.Graph()
-    with graph.as_default(), (tf.device(distributed.device_setter(cluster))
-                              if cluster else contextlib.nullcontext()):
+    with lock, graph.as_default(), (
+            tf.device(distributed.device_setter(cluster))
+            if cluster else contextlib.nullcontext()):
         if config.seed is not None:
             tf.set_random_seed(config.seed)
         if cluster is None:
@@ -334,12 +361,16 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
             final = tf.train.latest_checkpoint(train_dir) if chief else None
             return TrainResult(final, first_step, last_step, losses,
                                class_names, bool(latest))
-        saver = tf.train.Saver(max_to_keep=3)
+        saver = tf.train.Saver(max_to_keep=MAX_TO_KEEP)
         session_config = tf.ConfigProto(allow_soft_placement=True)
         with tf.Session(graph=graph, config=session_config) as sess:
             sess.run(tf.global_variables_initializer())
             if latest:
                 saver.restore(sess, latest)
+                # The checkpoints of the earlier run count towards
+                # MAX_TO_KEEP (a fresh Saver knows none of them).
+                saver.recover_last_checkpoints(tf.train.get_checkpoint_state(
+                    train_dir).all_model_checkpoint_paths)
                 _log.info('Resuming from %s', latest)
             elif prefix:
                 checkpoints.restore(sess, prefix, var_list=model_variables,
@@ -349,12 +380,100 @@ def train(train_dir, data, num_classes=None, checkpoint=None, model=None,
             first_step = int(sess.run(parts.global_step))
             losses = _run_steps(sess, saver, train_dir, parts.train_op,
                                 parts.total_loss, first_step, config,
-                                progress)
+                                progress, source)
             last_step = int(sess.run(parts.global_step))
-            final = saver.save(sess, os.path.join(train_dir, 'model.ckpt'),
-                               global_step=last_step, write_meta_graph=False)
+            final = _save(sess, saver, train_dir, last_step)
     return TrainResult(final, first_step, last_step, losses, class_names,
                        bool(latest))
+
+
+def lock_train_dir(train_dir):
+    """This process's lock on `train_dir` (a `fileio.ProcessLock` on its
+    LOCK_FILE), so that two trainings never write one folder.
+
+    Raises:
+      InputError: another process holds it, naming its PID.
+    """
+    lock, holder = fileio.try_process_lock(os.path.join(train_dir, LOCK_FILE))
+    if lock is None:
+        raise InputError(
+            '%s is in use by another training (%s); wait for it to end, or '
+            'give another --train-dir' % (train_dir, 'PID %d' % holder
+                                          if holder else 'PID unknown'))
+    return lock
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Holds SIGINT and SIGTERM back while the block runs (in the main
+    thread, where Python handles them): a save is never cut between writing
+    a checkpoint and removing the one beyond MAX_TO_KEEP.  A signal that
+    came meanwhile is delivered when the block ends."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, 'pthread_sigmask') or \
+            threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _save(sess, saver, train_dir, step):
+    """Saves the checkpoint of `step`; returns its prefix.
+
+    TensorFlow writes the files under temporary names and updates the
+    `checkpoint` file last, so a failed save leaves the earlier checkpoints
+    and that file as they were; its temporaries are removed here.
+
+    Raises:
+      OutputError: the save failed (a full disk, a read-only folder),
+        naming the last good checkpoint.
+    """
+    try:
+        with _signals_held():
+            return saver.save(sess, os.path.join(train_dir, 'model.ckpt'),
+                              global_step=step, write_meta_graph=False)
+    except (tf.errors.OpError, OSError) as error:
+        with contextlib.suppress(OSError):
+            remove_partial_checkpoints(train_dir)
+        last = tf.train.latest_checkpoint(train_dir)
+        reason = datasets.tf_message(error) if isinstance(
+            error, tf.errors.OpError) else (error.strerror or str(error))
+        raise OutputError(
+            'could not save the checkpoint of step %d in %s (%s); %s. Free '
+            'some space or give another --train-dir' % (
+                step, train_dir, reason,
+                'the last good checkpoint, %s, is intact and a rerun resumes '
+                'from it' % os.path.basename(last) if last else
+                'no checkpoint was kept')) from None
+
+
+class _StopSignals(object):
+    """While active (in the main thread), SIGTERM only sets `received`, so
+    that the step running ends and a checkpoint can be saved."""
+
+    SIGNALS = (signal.SIGTERM,)
+
+    def __init__(self):
+        self.received = None
+        self._previous = {}
+
+    def _handle(self, signal_number, frame):
+        del frame
+        self.received = signal_number
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for number in self.SIGNALS:
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc_info):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
 
 def remove_partial_checkpoints(train_dir):
@@ -398,19 +517,43 @@ def check_resumable(train_dir, spec, class_names):
 
 
 def _run_steps(sess, saver, train_dir, train_op, total_loss, first_step,
-               config, progress):
+               config, progress, source=None):
+    """Runs the steps after `first_step` up to `config.max_steps`, saving
+    every `save_every_steps`; returns the losses.
+
+    On SIGTERM the running step ends, the checkpoint of that step is saved
+    and StoppedError says so (a rerun resumes there).  A damaged record or
+    image of `source` is an InputError naming it.
+    """
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
     losses = []
+    saved = first_step
     with tqdm(total=config.max_steps, initial=first_step, unit='step',
-              disable=not progress, leave=False) as bar:
+              disable=not progress, leave=False) as bar, \
+            _StopSignals() as stop:
         for step in range(first_step + 1, config.max_steps + 1):
-            _, loss = sess.run([train_op, total_loss])
+            try:
+                _, loss = sess.run([train_op, total_loss])
+            except (tf.errors.DataLossError,
+                    tf.errors.InvalidArgumentError) as error:
+                if source is None:
+                    raise
+                raise datasets.read_error(source, error) from None
             losses.append(float(loss))
             bar.update(1)
             bar.set_postfix(loss='%.4f' % loss)
             if step % config.log_every_n_steps == 0:
                 _log.info('step %d: loss %.4f', step, loss)
             if step % config.save_every_steps == 0 and step < config.max_steps:
-                saver.save(sess, os.path.join(train_dir, 'model.ckpt'),
-                           global_step=step, write_meta_graph=False)
+                _save(sess, saver, train_dir, step)
+                saved = step
+            if stop.received is not None and step < config.max_steps:
+                prefix = _save(sess, saver, train_dir, step) \
+                    if saved != step else \
+                    os.path.join(train_dir, 'model.ckpt-%d' % step)
+                raise StoppedError(
+                    'stopped by %s at step %d: saved %s; run the same command '
+                    'again to resume from there' % (
+                        signal.Signals(stop.received).name, step, prefix),
+                    stop.received)
     return losses

@@ -665,8 +665,9 @@ def test_only_checkpoint_members_are_extracted(tmp_path, tiny_checkpoint):
         prefix = checkpoints.fetch(entry_for(server.url('/a.tgz')),
                                    cache_dir=str(tmp_path), progress=False)
     folder = os.path.dirname(prefix)
+    # Plus the record fetch writes beside the checkpoint (model_info).
     assert sorted(os.listdir(folder)) == sorted(
-        ['checkpoint'] + list(tiny_checkpoint))
+        ['checkpoint', 'model.ckpt.slimnets.json'] + list(tiny_checkpoint))
 
 
 def test_catalogue_entry_must_match_the_network(tmp_path, tiny_checkpoint):

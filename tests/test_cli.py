@@ -101,11 +101,17 @@ def test_log_level_follows_the_user(monkeypatch):
     assert tflog.level_from_environment() == 1
 
 
-def test_the_default_model_is_a_catalogue_entry():
+FLOAT_V2 = 'mobilenet_v2_1.0_224'
+
+
+def test_the_default_model_is_the_embedded_one():
     from slimnets import checkpoints
-    item = checkpoints.entry(registry.DEFAULT_MODEL)
-    assert (item.network, item.input_size) == ('mobilenet_v2', 224)
+    assert registry.DEFAULT_MODEL == 'embedded'
     assert models.weights_for() == registry.DEFAULT_MODEL
+    assert models.weights_name(models.weights_for()) == \
+        'mobilenet_v2_1.0_224_quant (embedded)'
+    item = checkpoints.entry(FLOAT_V2)   # the float v2 stays in the catalogue
+    assert (item.network, item.input_size) == ('mobilenet_v2', 224)
     assert models.weights_for(model='mobilenet_v1_0.25_128') == \
         'mobilenet_v1_0.25_128'
     assert models.weights_for('a/model.ckpt', 'mobilenet_v1') == 'a/model.ckpt'
@@ -113,21 +119,22 @@ def test_the_default_model_is_a_catalogue_entry():
         models.weights_for(model='mobilenet_v1')
 
 
-def test_classify_without_a_checkpoint_uses_the_default_model(
+def test_classify_with_a_catalogue_model_reads_it_from_the_cache(
         cli, tmp_path, monkeypatch, pretrained_dir):
-    """With nothing named, classify resolves DEFAULT_MODEL from the cache
-    (here: the recovered v2 1.0_224 weights placed where fetch puts them)."""
+    """`--model mobilenet_v2_1.0_224` resolves the catalogue entry from the
+    cache (here: the recovered v2 1.0_224 weights placed where fetch puts
+    them)."""
     cache = tmp_path / 'cache'
-    target = cache / registry.DEFAULT_MODEL
+    target = cache / FLOAT_V2
     target.mkdir(parents=True)
     source = os.path.join(pretrained_dir, 'mobilenet_v2', '1.0_224')
     for name in os.listdir(source):
         if name.startswith('model.ckpt'):
             os.symlink(os.path.join(source, name), str(target / name.replace(
-                'model.ckpt', registry.DEFAULT_MODEL + '.ckpt')))
+                'model.ckpt', FLOAT_V2 + '.ckpt')))
     monkeypatch.setenv('SLIMNETS_CACHE', str(cache))
     completed = cli('classify', os.path.join(pretrained_dir, 'cat.bmp'),
-                    '--top-k', '1')
+                    '--top-k', '1', '--model', FLOAT_V2)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert completed.stdout.startswith('mobilenet_v2 (depth_multiplier=1.0) '
                                        'at 224x224')
@@ -137,7 +144,7 @@ def test_classify_without_a_checkpoint_uses_the_default_model(
 def test_classify_with_nothing_fetchable_names_the_model_in_one_line(
         cli, one_line_error, tmp_path, monkeypatch):
     """An empty cache and sources that answer 403: one line that names the
-    default model, every URL tried and the ways out; nothing is cached."""
+    catalogue model, every URL tried and the ways out; nothing is cached."""
     from slimnets.checkpoints import registry as catalogue
 
     from test_checkpoints_fetch import _Server
@@ -150,12 +157,12 @@ def test_classify_with_nothing_fetchable_names_the_model_in_one_line(
     cache = tmp_path / 'cache'
     with _Server({'/a.tgz': forbidden, '/b.h5': forbidden}) as server:
         entries = catalogue._load()  # noqa: SLF001
-        name = registry.DEFAULT_MODEL
+        name = FLOAT_V2
         monkeypatch.setitem(entries, name, entries[name]._replace(sources=(
             catalogue.Source(server.url('/a.tgz'), 'slim-archive'),
             catalogue.Source(server.url('/b.h5'), 'keras-h5'))))
         monkeypatch.setenv('SLIMNETS_CACHE', str(cache))
-        completed = cli('classify', str(image))
+        completed = cli('classify', str(image), '--model', name)
         assert server.requests == ['/a.tgz', '/b.h5']
     one_line_error(completed, name, server.url('/a.tgz'), server.url('/b.h5'),
                    '403', '--checkpoint PATH', 'slimnets fetch %s --url' % name)

@@ -10,7 +10,12 @@ import reference
 
 PACKAGE_DATA = ('slimnets/data/catalogue.json',
                 'slimnets/data/imagenet_labels.tsv',
-                'slimnets/data/PROVENANCE.md')
+                'slimnets/data/PROVENANCE.md',
+                'slimnets/data/embedded/mobilenet_v2_1.0_224_quant.tflite',
+                'slimnets/data/embedded/LICENSE',
+                'slimnets/data/embedded/README.md')
+# The wheel: the code, the catalogue and the 3.6 MB embedded model.
+MAX_WHEEL_BYTES = 5 * 2 ** 20
 
 
 def test_the_wheel_holds_the_catalogue_and_the_labels(tmp_path):
@@ -28,6 +33,13 @@ def test_the_wheel_holds_the_catalogue_and_the_labels(tmp_path):
         catalogue = json.loads(wheel.read('slimnets/data/catalogue.json'))
     assert len(catalogue['checkpoints']) == 87
     assert not [n for n in names if n.startswith('checkpoints/')]
+    # No test fixture travels with the package: no tests/, no images, one
+    # model file.
+    assert not [n for n in names if n.startswith('tests/') or n.endswith(
+        ('.bmp', '.jpg', '.png', '.npz', '.ckpt.index'))], sorted(names)
+    assert [n for n in names if n.endswith('.tflite')] == [
+        'slimnets/data/embedded/mobilenet_v2_1.0_224_quant.tflite']
+    assert wheels[0].stat().st_size < MAX_WHEEL_BYTES
 
 
 def test_the_installed_package_reads_its_data_through_resources():

@@ -31,6 +31,16 @@ def test_setup_commands_are_what_ci_runs():
         assert command in ci_lines, command
 
 
+def test_the_main_job_command_is_what_ci_runs_offline():
+    command = _block_after('<!-- main job:').strip()
+    assert command == '.venv/bin/slimnets classify tests/data/cat.jpg'
+    with open(os.path.join(reference.REPO_ROOT, '.ci', 'run')) as handle:
+        ci = handle.read()
+    assert 'offline ' + command in ci
+    assert os.path.isfile(os.path.join(reference.REPO_ROOT, 'tests', 'data',
+                                       'cat.jpg'))
+
+
 def test_classify_example_prints_the_expected_top5():
     reference.require(os.path.join(reference.PRETRAINED, 'mobilenet_v1'))
     code = _block_after('<!-- example: classify')

@@ -8,6 +8,7 @@ The total size of all members is capped (`max_bytes`), so a compression
 bomb stops once it has announced more than the cap, before it is written.
 """
 
+import errno
 import lzma
 import os
 import re
@@ -21,6 +22,10 @@ ENVIRONMENT_VARIABLE = 'SLIMNETS_MAX_EXTRACT_BYTES'
 _CHECKPOINT_FILE = re.compile(
     r'(\.index|\.data-\d{5}-of-\d{5})$|(^|/)checkpoint$')
 _CHUNK = 1 << 20
+# Errors of the folder being written (raised as they are: the caller says
+# "free some space"), not of the archive.
+_LOCAL_ERRNOS = frozenset(getattr(errno, name) for name in (
+    'ENOSPC', 'EDQUOT', 'EROFS', 'EACCES', 'EPERM') if hasattr(errno, name))
 
 
 def is_checkpoint_member(name):
@@ -76,6 +81,7 @@ def extract_checkpoint_files(path, destination, max_bytes=DEFAULT_MAX_BYTES):
         cap, or has an unsafe member (link, device, absolute or climbing
         name).  Files already extracted stay in `destination` (the caller
         owns it and removes it).
+      OSError: `destination` cannot be written (full, read-only).
     """
     extracted = []
     total = 0
@@ -114,7 +120,12 @@ def extract_checkpoint_files(path, destination, max_bytes=DEFAULT_MAX_BYTES):
     except FileExistsError as error:
         raise CheckpointError('the archive holds %s twice' % error.filename
                               ) from None
-    except (tarfile.TarError, EOFError, OSError, ValueError, UnicodeError,
+    except OSError as error:
+        if error.errno in _LOCAL_ERRNOS:  # the disk written to, not the file
+            raise
+        raise CheckpointError('the archive is corrupt or incomplete (%s)'
+                              % error) from None
+    except (tarfile.TarError, EOFError, ValueError, UnicodeError,
             zlib.error, lzma.LZMAError) as error:
         raise CheckpointError('the archive is corrupt or incomplete (%s)'
                               % error) from None

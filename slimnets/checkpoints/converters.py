@@ -29,8 +29,10 @@ import tensorflow.compat.v1 as tf
 from slimnets.checkpoints import identification
 from slimnets.checkpoints import tflite_verify
 from slimnets.checkpoints.errors import CheckpointError
+from slimnets import model_info
 from slimnets import nets_factory
 from slimnets import registry
+from slimnets.graph_format import INPUT_NAME
 from slimnets.graph_format import INPUT_SCALE_ATTR
 
 BATCH_NORM_EPSILON = 0.001
@@ -127,13 +129,32 @@ def target_variables(shapes_or_layers, num_classes=None):
                               '(%s)' % identification.describe(identity))
     logits = [s for n, s in shapes.items() if '/Logits/Conv2d_1c_1x1/' in n]
     classes = num_classes or (logits[0][-1] if logits else 1001)
-    kwargs = {'depth_multiplier': identity.depth_multiplier}
-    if identity.finegrain:
-        kwargs['finegrain_classification_mode'] = True
+    kwargs = network_kwargs(identity)
     identity = identity._replace(num_classes=classes if logits else None)
     return identity, dict(_network_shapes(
         identity.network, tuple(sorted(kwargs.items())), classes,
         identity.scope))
+
+
+def network_kwargs(identity):
+    """The network keyword arguments of an identified MobileNet."""
+    kwargs = {'depth_multiplier': identity.depth_multiplier}
+    if identity.finegrain:
+        kwargs['finegrain_classification_mode'] = True
+    return kwargs
+
+
+def write_model_info(prefix, identity, image_size, source, label_offset=None,
+                     input_stats=None):
+    """Records beside the checkpoint `prefix` what it is
+    (`slimnets.model_info`): the identified network and its kwargs, the
+    input size (None: unknown), the classes and the label offset (default
+    slim's convention: 1 for 1001 classes, else 0)."""
+    classes = identity.num_classes or 1001
+    return model_info.write(prefix, model_info.ModelInfo(
+        identity.network, network_kwargs(identity), image_size, classes,
+        model_info.label_offset_for(classes) if label_offset is None else
+        label_offset, input_stats, source))
 
 
 @functools.lru_cache(maxsize=32)
@@ -216,6 +237,11 @@ def tflite_layers(model_path):
     Returns:
       [FoldedLayer] in the file's order.
     """
+    return _read_tflite(model_path)[0]
+
+
+def _read_tflite(model_path):
+    """([FoldedLayer], the input's height or None) of a TFLite file."""
     if not os.path.isfile(model_path):
         raise CheckpointError('no TFLite file at %s' % model_path)
     if os.path.getsize(model_path) > tflite_verify.MAX_BYTES:
@@ -268,20 +294,29 @@ def _interpreter_layers(content, model_path):
         layers.append(FoldedLayer(scope, kind, kernel, bias))
     if not layers:
         raise CheckpointError('%s holds no convolutions' % model_path)
-    return layers
+    shape = interpreter.get_input_details()[0]['shape']
+    size = int(shape[1]) if len(shape) == 4 and shape[1] > 0 and (
+        shape[1] == shape[2]) else None
+    return layers, size
 
 
 def tflite_to_checkpoint(model_path, output_prefix, num_classes=None):
     """Writes the float slim checkpoint of a (quantized) TFLite MobileNet.
 
+    Beside it, `<prefix>.slimnets.json` records the network, the file's
+    input size and the classes (`slimnets.model_info`).
+
     Returns:
       (checkpoint prefix, the network's `Identity`).
     """
-    layers = tflite_layers(model_path)
+    layers, size = _read_tflite(model_path)
     identity, target = target_variables(layers, num_classes)
     values = layers_to_variables(layers, target)
     _check_complete(values, target, model_path)
-    return write_checkpoint(values, output_prefix), identity
+    prefix = write_checkpoint(values, output_prefix)
+    write_model_info(prefix, identity, size, 'TFLite file %s (float weights)'
+                     % os.path.basename(model_path))
+    return prefix, identity
 
 
 # ----------------------------------------------------------- frozen graph
@@ -341,6 +376,8 @@ def frozen_graph_to_checkpoint(path_or_graph_def, output_prefix,
     Works on graphs frozen from slim variables (Consts keep the variable
     names: the values come back exactly) and on slimnets' folded exports
     (batch norm comes back as the identity batch norm around the bias).
+    Beside it, `<prefix>.slimnets.json` records the network, the input size
+    (when the graph's 'input' has a fixed one) and the classes.
 
     Returns:
       (checkpoint prefix, the network's `Identity`).
@@ -355,4 +392,19 @@ def frozen_graph_to_checkpoint(path_or_graph_def, output_prefix,
     values = {name: value for name, value in direct.items() if name in target}
     values.update(layers_to_variables(layers, target))
     _check_complete(values, target, 'the frozen graph')
-    return write_checkpoint(values, output_prefix), identity
+    prefix = write_checkpoint(values, output_prefix)
+    write_model_info(prefix, identity, _graph_input_size(graph_def),
+                     'frozen graph %s' % (
+                         os.path.basename(path_or_graph_def) if isinstance(
+                             path_or_graph_def, str) else '(a GraphDef)'))
+    return prefix, identity
+
+
+def _graph_input_size(graph_def):
+    """The height of a frozen graph's square 'input' placeholder, or None."""
+    for node in graph_def.node:
+        if node.name == INPUT_NAME and node.op == 'Placeholder':
+            dims = [d.size for d in node.attr['shape'].shape.dim]
+            if len(dims) == 4 and dims[1] > 0 and dims[1] == dims[2]:
+                return int(dims[1])
+    return None

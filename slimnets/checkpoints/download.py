@@ -14,7 +14,14 @@ files).  Each attempt works in a fresh temporary folder beside the target,
   3. validate: every tensor reads, and the variables are those of the
      entry's network with the same shapes;
   4. move it into place as `<cache>/<name>/`, with a small manifest
-     (`.slimnets-fetch.json`: source, hashes, files) that later calls trust.
+     (`.slimnets-fetch.json`: source, hashes, files) that later calls trust,
+     and the entry's network, input size and classes recorded beside the
+     checkpoint (`<prefix>.slimnets.json`, `slimnets.model_info`).
+
+A cache that cannot be written (a read-only mount, no permission) still
+serves what it holds; a fetch of anything else goes to the per-user
+temporary cache (`registry.writable_cache_dir`), with one warning.  A full
+disk ends the fetch with one error and removes the temporary folder.
 
 Concurrent fetches of one name take turns (a lock file, `.<name>.lock`);
 the second finds the first's copy.  Nothing outside the temporary folder
@@ -36,8 +43,10 @@ import tensorflow.compat.v1 as tf
 from tqdm import tqdm
 
 from slimnets import fileio
+from slimnets import model_info
 from slimnets import nets_factory
 from slimnets.checkpoints import archives
+from slimnets.checkpoints import embedded
 from slimnets.checkpoints import keras_weights
 from slimnets.checkpoints import reader
 from slimnets.checkpoints import registry as catalogue_lib
@@ -280,6 +289,10 @@ def _try_source(item, source, work, limits, max_extract_bytes, progress):
         prefix = _find_checkpoint(folder, item.member)
     os.unlink(downloaded)
     check_matches_entry(prefix, item)
+    model_info.write(prefix, model_info.ModelInfo(
+        item.network, dict(item.network_kwargs), item.input_size,
+        item.num_classes, model_info.label_offset_for(item.num_classes),
+        None, 'catalogue entry %s, from %s' % (item.name, source.url)))
     files = {}
     for root, _, names in os.walk(folder):
         for name in names:
@@ -392,7 +405,13 @@ def fetch(name, cache_dir=None, url=None, progress=True, timeout=None,
         prefix = _read_manifest(target)  # fetched before: no lock needed,
         if prefix:                       # so a read-only cache works
             return prefix
-    os.makedirs(cache, exist_ok=True)
+    writable = catalogue_lib.writable_cache_dir(cache, what=item.name)
+    if writable != cache:   # read-only: the per-user temporary cache
+        cache, target = writable, os.path.join(writable, item.name)
+        prefix = _read_manifest(target) if os.path.isdir(target) and not (
+            os.path.islink(target)) else None
+        if prefix:
+            return prefix
     with fileio.file_lock(os.path.join(cache, '.%s.lock' % item.name)):
         fileio.remove_stale(cache, item.name, ('partial',))
         if os.path.isdir(target):
@@ -422,11 +441,12 @@ def fetch(name, cache_dir=None, url=None, progress=True, timeout=None,
             except CheckpointError as error:
                 attempts.append((source.url, 'not a usable checkpoint: %s'
                                  % error))
-            except OSError as error:
+            except OSError as error:  # the cache's disk, not the source
                 raise CheckpointError(
-                    'Could not fetch %s into %s: %s. Free some space or set '
-                    '$%s to another folder.' % (
-                        item.name, cache, error,
+                    'Could not fetch %s into %s: %s; nothing was kept. Free '
+                    'some space or set $%s to another folder.' % (
+                        item.name, cache, os.strerror(error.errno)
+                        if error.errno else error,
                         catalogue_lib.CACHE_ENVIRONMENT_VARIABLE)) from None
             else:
                 prefix = os.path.join(target, relative)
@@ -441,12 +461,16 @@ def fetch(name, cache_dir=None, url=None, progress=True, timeout=None,
 
 
 def resolve(name_or_path, cache_dir=None, progress=True):
-    """A checkpoint prefix from a path or a catalogue name (fetched if needed).
+    """A checkpoint prefix from a path or a catalogue name (fetched if needed);
+    `embedded` names the model that ships inside the package (made into a
+    checkpoint in the cache on first use, never downloaded).
 
     Raises:
       CheckpointError: neither an existing checkpoint nor a catalogue name.
     """
     text = os.fspath(name_or_path)
+    if embedded.is_embedded(text):
+        return embedded.checkpoint(cache_dir)
     looks_like_path = os.sep in text or os.path.exists(text) or os.path.exists(
         text + '.index')
     if not looks_like_path:

@@ -25,15 +25,25 @@ import numpy as np
 
 from slimnets import registry
 from slimnets.checkpoints import converters
+from slimnets.checkpoints import identification
 from slimnets.checkpoints import reader
 from slimnets.checkpoints.errors import CheckpointError
 
 _BN_SUFFIX = re.compile(r'^(.*?)_(?:bn|BN)$')
 
 
+# `slimnets.keras_models` names its EdgeTPU models so (Keras Applications
+# has none; their layers are named as in v3).
+EDGETPU_MODEL_NAME = 'MobilenetEdgeTPU'
+
+
 def keras_family(model):
-    """'v1', 'v2', 'v3' from a Keras Applications MobileNet's layer names."""
+    """'v1', 'v2', 'v3' from a Keras Applications MobileNet's layer names
+    ('edgetpu' for a `slimnets.keras_models` EdgeTPU, by its model name)."""
     names = {layer.name for layer in model.layers}
+    if model.name.startswith(EDGETPU_MODEL_NAME) and (
+            'expanded_conv_1_expand' in names):
+        return 'edgetpu'
     if 'conv_dw_1' in names:
         return 'v1'
     if 'block_1_expand' in names:
@@ -44,7 +54,8 @@ def keras_family(model):
                           'or v3)' % model.name)
 
 
-_ROOTS = {name: registry.FAMILIES[name].root for name in ('v1', 'v2', 'v3')}
+_ROOTS = {name: registry.FAMILIES[name].root
+          for name in ('v1', 'v2', 'v3', 'edgetpu')}
 
 
 def _v1_scope(name):
@@ -88,7 +99,76 @@ def _v3_scope(name):
     return None
 
 
-_SCOPES = {'v1': _v1_scope, 'v2': _v2_scope, 'v3': _v3_scope}
+_SCOPES = {'v1': _v1_scope, 'v2': _v2_scope, 'v3': _v3_scope,
+           'edgetpu': _v3_scope}
+
+
+def _v1_name(scope):
+    if scope == 'Conv2d_0':
+        return 'conv1'
+    match = re.match(r'Conv2d_(\d+)_(depthwise|pointwise)$', scope)
+    if match:
+        return 'conv_%s_%s' % ({'depthwise': 'dw', 'pointwise': 'pw'}[
+            match.group(2)], match.group(1))
+    return None
+
+
+def _v2_name(scope):
+    names = {'Conv': 'Conv1', 'Conv_1': 'Conv_1'}
+    if scope in names:
+        return names[scope]
+    match = re.match(r'expanded_conv(?:_(\d+))?/(expand|depthwise|project)$',
+                     scope)
+    if match:
+        return '%s_%s' % ('block_' + match.group(1) if match.group(1) else
+                          'expanded_conv', match.group(2))
+    return None
+
+
+def _v3_name(scope):
+    if scope in ('Conv', 'Conv_1', 'Conv_2'):
+        return scope.lower()
+    match = re.match(r'(expanded_conv(?:_\d+)?)/(?:(expand|depthwise|project)|'
+                     r'squeeze_excite/(Conv(?:_1)?))$', scope)
+    if match:
+        return '%s_%s' % (match.group(1), match.group(2) or
+                          'squeeze_excite_' + match.group(3).lower())
+    return None
+
+
+_NAMES = {'v1': _v1_name, 'v2': _v2_name, 'v3': _v3_name, 'edgetpu': _v3_name}
+_LOGITS_NAMES = {'v1': 'conv_preds', 'v2': 'predictions', 'v3': 'logits',
+                 'edgetpu': 'logits'}
+_BN_NAMES = {'v1': '%s_bn', 'v2': '%s_BN', 'v3': '%s_bn', 'edgetpu': '%s_bn'}
+
+
+def keras_layer_name(family, scope):
+    """The Keras Applications layer name of slim variable scope `scope`
+    (with its root, e.g. 'MobilenetV1/Conv2d_1_depthwise' -> 'conv_dw_1';
+    '.../BatchNorm' -> the layer's batch norm, 'conv_dw_1_bn'), the inverse
+    of `layer_scopes`; None when the scope has no Keras counterpart.
+
+    Args:
+      family: 'v1', 'v2', 'v3' or 'edgetpu'.
+    """
+    root = _ROOTS[family] + '/'
+    if not scope.startswith(root):
+        return None
+    scope = scope[len(root):]
+    batch_norm = scope.endswith('/BatchNorm')
+    if batch_norm:
+        scope = scope[:-len('/BatchNorm')]
+    if scope == 'Logits/Conv2d_1c_1x1':
+        name = None if batch_norm else _LOGITS_NAMES[family]
+    else:
+        name = _NAMES[family](scope)
+    if name is None or _SCOPES[family](name) != scope:
+        return None
+    if not batch_norm:
+        return name
+    special = {'Conv1': 'bn_Conv1', 'Conv_1': 'Conv_1_bn'} if (
+        family == 'v2') else {}
+    return special.get(name, _BN_NAMES[family] % name)
 
 
 def layer_scopes(model):
@@ -133,8 +213,14 @@ def _with_background(kernel, bias):
     return kernel, bias
 
 
-def keras_to_variables(model):
-    """{slim variable name: array} of a Keras Applications MobileNet."""
+def keras_to_variables(model, add_background=True):
+    """{slim variable name: array} of a Keras Applications MobileNet.
+
+    Args:
+      add_background: a 1000-class head gets slim's background class 0
+        (Keras Applications' ImageNet heads); False keeps the classes as
+        they are (models from `slimnets.keras_models`).
+    """
     values = {}
     for layer, scope, is_batch_norm in layer_scopes(model):
         weights = [np.asarray(w) for w in layer.get_weights()]
@@ -148,7 +234,8 @@ def keras_to_variables(model):
         if type(layer).__name__ == 'Dense':
             kernel = kernel.reshape((1, 1) + kernel.shape)
         bias = weights[1] if len(weights) > 1 else None
-        if scope.endswith('Logits/Conv2d_1c_1x1') and kernel.shape[-1] == 1000:
+        if add_background and scope.endswith('Logits/Conv2d_1c_1x1') and (
+                kernel.shape[-1] == 1000):
             kernel, bias = _with_background(kernel, bias)
         values[_slim_kernel_name(layer, scope)] = kernel
         if bias is not None:
@@ -156,24 +243,71 @@ def keras_to_variables(model):
     return values
 
 
-def keras_to_checkpoint(model, output_prefix):
+def _check_layers(model, values, target, network):
+    """Raises naming the first Keras layer whose weights have no slim
+    variable of the same shape in `target` ({name: shape})."""
+    for layer, scope, _ in layer_scopes(model):
+        for name in sorted(n for n in values
+                           if n.rsplit('/', 1)[0] == scope):
+            if name not in target:
+                raise CheckpointError(
+                    'Keras layer %r does not match %s: it has %s %s, the slim '
+                    'network has no such variable; nothing was written' % (
+                        layer.name, network, name, list(values[name].shape)))
+            if list(values[name].shape) != list(target[name]):
+                raise CheckpointError(
+                    'Keras layer %r does not match %s: %s is %s in Keras, %s '
+                    'in slim; nothing was written' % (
+                        layer.name, network, name, list(values[name].shape),
+                        list(target[name])))
+
+
+def keras_to_checkpoint(model, output_prefix, add_background=True,
+                        target=None):
     """Writes a slim checkpoint with a Keras Applications MobileNet's weights.
 
-    The slim network is identified from the weights, built, and must be
-    filled completely with matching shapes; otherwise nothing is written.
+    The slim network is identified from the weights (or given), built, and
+    must be filled completely with matching shapes; otherwise nothing is
+    written.
+
+    Args:
+      add_background: see `keras_to_variables`.
+      target: (Identity or a description, {slim variable name: shape}) of
+        the network to fill; default identified from the weights.
+
+    Beside an identified network's checkpoint `<prefix>.slimnets.json`
+    records it (`slimnets.model_info`): the network, the Keras model's
+    input size, the classes and the label offset (1 for the 1001 classes
+    of a background-extended ImageNet head).
 
     Returns:
-      (checkpoint prefix, the slim network's `Identity`).
+      (checkpoint prefix, the slim network's `Identity`, or `target[0]`).
+
+    Raises:
+      CheckpointError: naming the first Keras layer that does not match.
     """
-    values = keras_to_variables(model)
-    identity, target = converters.target_variables(
-        {name: list(value.shape) for name, value in values.items()})
-    extra = [n for n in values if n not in target]
-    if extra:
-        raise CheckpointError('Keras weights without a slim variable: %s'
-                              % ', '.join(extra[:5]))
-    converters._check_complete(values, target, model.name)  # pylint: disable=protected-access
-    return converters.write_checkpoint(values, output_prefix), identity
+    values = keras_to_variables(model, add_background=add_background)
+    if target is None:
+        identity, shapes = converters.target_variables(
+            {name: list(value.shape) for name, value in values.items()})
+    else:
+        identity, shapes = target
+    _check_layers(model, values, shapes, getattr(identity, 'network', None)
+                  or identity)
+    converters._check_complete(values, shapes, model.name)  # pylint: disable=protected-access
+    prefix = converters.write_checkpoint(values, output_prefix)
+    if isinstance(identity, identification.Identity):
+        shape = tuple(model.input_shape)
+        logits = [v for n, v in values.items()
+                  if n.endswith('Logits/Conv2d_1c_1x1/biases')]
+        classes = int(logits[0].shape[-1]) if logits else None
+        converters.write_model_info(
+            prefix, identity._replace(num_classes=classes or
+                                      identity.num_classes),
+            shape[1] if len(shape) == 4 and shape[1] and
+            shape[1] == shape[2] else None,
+            'Keras model %s' % model.name)
+    return prefix, identity
 
 
 def checkpoint_to_keras(checkpoint, model, moving_average='auto'):
@@ -298,5 +432,6 @@ def load_keras_weights_file(model, path):
     return model
 
 
-__all__ = ['keras_application', 'load_keras_weights_file', 'keras_family', 'layer_scopes', 'keras_to_variables',
-           'keras_to_checkpoint', 'checkpoint_to_keras']
+__all__ = ['keras_application', 'load_keras_weights_file', 'keras_family',
+           'layer_scopes', 'keras_to_variables', 'keras_to_checkpoint',
+           'checkpoint_to_keras', 'keras_layer_name']

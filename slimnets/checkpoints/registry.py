@@ -10,11 +10,16 @@ in the order `fetch` tries them (see `FORMATS`).
 import collections
 import importlib.resources
 import json
+import logging
 import os
 import re
+import tempfile
 
 from slimnets.errors import CheckpointError
+from slimnets.errors import OutputError
 from slimnets.errors import UnknownNameError
+
+_log = logging.getLogger(__name__)
 
 CACHE_ENVIRONMENT_VARIABLE = 'SLIMNETS_CACHE'
 
@@ -172,3 +177,52 @@ def cache_dir(directory=None):
               source_tree_cache() or
               os.path.join(os.path.expanduser('~'), '.cache', 'slimnets'))
     return os.path.abspath(chosen)
+
+
+def fallback_cache_dir():
+    """The per-user cache in the temporary directory
+    (`<tmp>/slimnets-<uid>`), used when the cache cannot be written."""
+    return os.path.join(tempfile.gettempdir(), 'slimnets-%s' % (
+        os.getuid() if hasattr(os, 'getuid') else 'user'))
+
+
+def can_write(folder):
+    """True when files can be created in `folder` (made if missing): tried
+    for real, since a read-only mount or a folder without write permission
+    answers differently to root and to `os.access`."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, '.slimnets-probe-%d' % os.getpid())
+        descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
+                             getattr(os, 'O_NOFOLLOW', 0), 0o600)
+    except OSError:
+        return False
+    os.close(descriptor)
+    try:
+        os.unlink(probe)
+    except OSError:
+        pass
+    return True
+
+
+def writable_cache_dir(directory=None, what='checkpoints'):
+    """The cache to write into: `cache_dir(directory)` when it can be
+    written, else `fallback_cache_dir()` with one warning (logged) naming
+    both and the way out.
+
+    Raises:
+      OutputError: neither can be written.
+    """
+    cache = cache_dir(directory)
+    if can_write(cache):
+        return cache
+    fallback = os.path.abspath(fallback_cache_dir())
+    if fallback != cache and can_write(fallback):
+        _log.warning('The cache %s cannot be written; %s go to %s instead '
+                     '(set $%s or --cache-dir to a writable folder to keep '
+                     'them).', cache, what, fallback,
+                     CACHE_ENVIRONMENT_VARIABLE)
+        return fallback
+    raise OutputError('Neither the cache %s nor %s can be written; set $%s '
+                      'or --cache-dir to a writable folder.' % (
+                          cache, fallback, CACHE_ENVIRONMENT_VARIABLE))

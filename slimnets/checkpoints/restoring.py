@@ -169,7 +169,8 @@ def likely_cause(name, graph_shape, checkpoint_shape, checkpoint_identity,
                 'the graph at %s' % (checkpoint_identity.network,
                                      checkpoint_identity.depth_multiplier,
                                      graph_identity.depth_multiplier))
-    if checkpoint_identity.variant != graph_identity.variant:
+    if checkpoint_identity.variant != graph_identity.variant and \
+            checkpoint_identity.variant is not None:
         return ('different layout: the checkpoint is %s, the graph %s'
                 % (checkpoint_identity.variant, graph_identity.variant))
     return 'the checkpoint was saved from a different configuration'

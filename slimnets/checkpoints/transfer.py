@@ -27,6 +27,7 @@ import urllib.request
 
 from slimnets.errors import ArgumentTypeError
 from slimnets.errors import CheckpointError
+from slimnets.errors import SlimnetsError
 
 MAX_REDIRECTS = 8
 _CHUNK = 1 << 16
@@ -157,6 +158,15 @@ def _open(url, limits, started):
         return connection, sock, response
 
 
+class _LocalWriteError(SlimnetsError):
+    """Carries an OSError of writing the download past the handlers that
+    turn network errors into TransferError."""
+
+    def __init__(self, error):
+        super().__init__(error)
+        self.error = error
+
+
 def download(url, handle, limits=DEFAULT_LIMITS, progress=None):
     """Streams `url` into the open binary file `handle`.
 
@@ -173,6 +183,8 @@ def download(url, handle, limits=DEFAULT_LIMITS, progress=None):
     Raises:
       TransferError: a network error, an HTTP status other than 200, a
         limit exceeded, or a response shorter than announced.
+      OSError: writing to `handle` failed (a full disk): the caller's
+        problem, not the source's, so not a TransferError.
     """
     started = time.monotonic()
     sha256, md5 = hashlib.sha256(), hashlib.md5()
@@ -202,7 +214,10 @@ def download(url, handle, limits=DEFAULT_LIMITS, progress=None):
                 if received > limits.max_bytes:
                     raise TransferError('the file is larger than the '
                                         '%d-byte limit' % limits.max_bytes)
-                handle.write(chunk)
+                try:
+                    handle.write(chunk)
+                except OSError as error:  # the local disk, not the network
+                    raise _LocalWriteError(error) from None
                 sha256.update(chunk)
                 md5.update(chunk)
                 if progress:
@@ -210,6 +225,8 @@ def download(url, handle, limits=DEFAULT_LIMITS, progress=None):
         finally:
             response.close()
             connection.close()
+    except _LocalWriteError as error:
+        raise error.error from None
     except socket.timeout:
         if time.monotonic() - started >= limits.deadline:
             raise TransferError('not complete within the %g s deadline (%d '
