@@ -405,20 +405,34 @@ def lock_train_dir(train_dir):
 
 @contextlib.contextmanager
 def _signals_held():
-    """Holds SIGINT and SIGTERM back while the block runs (in the main
-    thread, where Python handles them): a save is never cut between writing
-    a checkpoint and removing the one beyond MAX_TO_KEEP.  A signal that
-    came meanwhile is delivered when the block ends."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    if not hasattr(signal, 'pthread_sigmask') or \
-            threading.current_thread() is not threading.main_thread():
+    """Defers SIGINT and SIGTERM while the block runs, so that a save is
+    never cut between writing a checkpoint and removing the one beyond
+    MAX_TO_KEEP.  A signal that comes meanwhile is recorded and delivered
+    to the handler that was in place once the block ends.
+
+    Masking the signals would not do: a signal sent to the process reaches
+    any thread that does not block it (TensorFlow runs many), and Python
+    then runs its handler in the main thread all the same.
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    received = []
+
+    def record(signal_number, frame):
+        del frame
+        received.append(signal_number)
+
+    previous = {number: signal.signal(number, record)
+                for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number, handler in previous.items():
+            if handler is not None:  # None: not installed from Python
+                signal.signal(number, handler)
+        for number in dict.fromkeys(received):
+            signal.raise_signal(number)
 
 
 def _save(sess, saver, train_dir, step):

@@ -279,9 +279,13 @@ def _wait(processes, logs, roles, began):
 def test_one_ps_two_sync_workers_through_the_command_line(tmp_path):
     """`python -m slimnets train` as 1 ps + 2 workers with --sync-replicas
     (worker 1 placed by TF_CONFIG).  Worker 1 is killed once the chief has
-    written the checkpoint of step 3 and started again: without it no
-    synchronous step can complete, so the run ending proves that it
-    rejoined.  Both workers exit 0 at the last step, the ps by itself."""
+    written the checkpoint of step 3 and started again.  The chief may go on
+    alone meanwhile (after the first step, SyncReplicasOptimizer hands out
+    one token per replica and any worker may take them), so how far the run
+    got before worker 1 is back depends on the machine's load; what is
+    certain is that the restarted worker joins the running cluster after
+    step 3, reports done (the ps waits for every worker index before it
+    ends), and both workers exit 0 at the last step, the ps by itself."""
     data = _write_class_folders(tmp_path / 'data')
     ps_port, *worker_ports = free_ports(3)
     train_dir = tmp_path / 'run'
@@ -343,10 +347,11 @@ def test_one_ps_two_sync_workers_through_the_command_line(tmp_path):
     chief, rejoined = output['worker', 0], output['worker', 1]
     assert 'global step %d' % CLI_STEPS in chief
     assert 'worker 1 of 2 (1 ps task, 2 workers; from TF_CONFIG)' in rejoined
-    # The restarted worker joined mid-run: its first step was not 0.
+    # The restarted worker joined the running cluster: it did not start
+    # again at step 0 (on a loaded machine the chief may have finished alone).
     first = int(re.search(r'steps (\d+)\.\.%d' % CLI_STEPS,
                           rejoined).group(1))
-    assert 3 <= first < CLI_STEPS, rejoined[-2000:]
+    assert 3 <= first <= CLI_STEPS, rejoined[-2000:]
     assert 'all 2 workers are done' in output['ps', 0]
     final = tf.train.latest_checkpoint(str(train_dir))
     assert final.endswith('model.ckpt-%d' % CLI_STEPS)

@@ -318,6 +318,23 @@ def test_after_ctrl_c_the_rerun_keeps_max_to_keep_checkpoints(
     assert not _leftovers(train_dir)
 
 
+def test_a_signal_sent_to_the_process_waits_for_the_save_to_end():
+    # A signal sent to the process may reach any of its threads; it must
+    # still wait until the save (write, then prune) is over.
+    reached_inside = []
+    sender = threading.Thread(
+        target=lambda: os.kill(os.getpid(), signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt):
+        with training._signals_held():
+            sender.start()
+            sender.join(10)
+            for _ in range(200):  # ample time for a handler to run here
+                time.sleep(0.001)
+            reached_inside.append(True)
+    assert reached_inside == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_a_stale_lock_does_not_stop_training(images, tmp_path, cli,
                                              one_line_error):
     train_dir = tmp_path / 'run'
