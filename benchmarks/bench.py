@@ -115,6 +115,7 @@ def _slim_runners(factory_name):
 
     from slimnets import inference  # pylint: disable=import-outside-toplevel
     from slimnets import optimize  # pylint: disable=import-outside-toplevel
+    from slimnets import runtimes  # pylint: disable=import-outside-toplevel
 
     spec = inference.ModelSpec(factory_name, {}, IMAGE_SIZE, 1001)
     measured = {}
@@ -140,8 +141,8 @@ def _slim_runners(factory_name):
     frozen, report = optimize.frozen_inference_graph(spec, prefix)
     measured['freeze_s'] = time.perf_counter() - start
     measured['folded_batch_norms'] = report.folded
-    frozen_model = optimize.FrozenModel(frozen)
-    jit_model = optimize.FrozenModel(frozen, jit_compile=True)
+    frozen_model = runtimes.TensorFlowRuntime(frozen, rewrite=False)
+    jit_model = runtimes.TensorFlowRuntime(frozen, rewrite=False, jit_compile=True)
 
     def run_slim(batch):
         return session.run(probabilities, {images: batch})

@@ -12,7 +12,7 @@ in three set-ups, each in fresh processes on 127.0.0.1:
   single  one process, batch B (plain session, as `slimnets train`), and
           batch 2B (what one synchronous step of the 2 workers computes);
   async   1 ps + 2 workers, batch B each: every worker's step is a global
-          step (`slimnets.distributed.run_worker`, as `slimnets train
+          step (`slimnets.training.distributed.run_worker`, as `slimnets train
           --ps-hosts ... --worker-hosts ...`);
   sync    the same with --sync-replicas: a global step averages the 2
           workers' gradients (SyncReplicasOptimizer), 2B images.
@@ -37,11 +37,11 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from slimnets import cluster
-from slimnets import distributed
-from slimnets import models
 from slimnets import training
 from slimnets.deployment import model_deploy
+from slimnets.inference import models
 from slimnets.train_config import DEFAULTS
+from slimnets.training import distributed
 
 
 def free_ports(count):

@@ -135,7 +135,7 @@ def _classifier(args):
     from slimnets import inference  # pylint: disable=import-outside-toplevel
     return inference.Classifier(args.checkpoint, NETWORK,
                                 image_size=IMAGE_SIZE, cache_dir=args.scratch,
-                                progress=False)
+                                progress=False, num_threads=args.threads)
 
 
 def run_variant(variant, args):
@@ -164,7 +164,7 @@ def run_variant(variant, args):
         measured['run_s'] = time.perf_counter() - start
         classifier.close()
     elif variant == 'eval':
-        from slimnets import evaluation  # pylint: disable=import-outside-toplevel
+        from slimnets.inference import evaluation  # pylint: disable=import-outside-toplevel
         built = []
 
         class TimedClassifier(evaluation.Classifier):
@@ -172,6 +172,7 @@ def run_variant(variant, args):
             evaluate is reading, decoding and the network."""
 
             def __init__(self, *a, **k):
+                k.setdefault('num_threads', args.threads)
                 super().__init__(*a, **k)
                 built.append(time.perf_counter())
 
@@ -336,9 +337,8 @@ def main():
     env = bench.worker_env(args.threads)
     result['worker_environment'] = harness.environment(env)
     result['threads_note'] = (
-        "TensorFlow's pools and the BLAS on --threads; Classifier takes no "
-        'thread count, so its runtime keeps its own default (TFLite: '
-        'os.cpu_count(), %d here)' % os.cpu_count())
+        "TensorFlow's pools, the BLAS and the Classifier's runtime "
+        '(num_threads) on --threads')
     # The default runtime's one-off choices (every batch size a pass over
     # the folder meets, the last partial batch too), so no round pays.
     subprocess.run([sys.executable, os.path.abspath(__file__), '--worker',

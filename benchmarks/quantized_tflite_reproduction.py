@@ -2,7 +2,7 @@
 
 For each quantized file in ../shared/fixtures/pretrained/:
 
-1. `quantized_tflite.tflite_to_checkpoint`: float weights plus every
+1. `quantized_tflite.tflite_to_qat_checkpoint`: float weights plus every
    weights_quant / act_quant range, as a slim QAT checkpoint;
 2. `quantized_tflite.export_tflite` of that checkpoint: the integer model
    again (uint8 in and out), built from the `create_eval_graph` graph;
@@ -51,7 +51,7 @@ def images(size, random_count):
 def measure(name, folder, random_count):
     google = os.path.join(PRETRAINED, name + '.tflite')
     start = time.time()
-    prefix, identity, input_stats = quantized_tflite.tflite_to_checkpoint(
+    prefix, identity, input_stats = quantized_tflite.tflite_to_qat_checkpoint(
         google, os.path.join(folder, name, 'model.ckpt'))
     size = quantized_tflite.tflite_input_size(google)
     batch = images(size, random_count)

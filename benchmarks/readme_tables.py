@@ -11,7 +11,7 @@ benchmarks/published/ (written by `benchmarks/run.py`); `--check` only
 says which regions differ (exit 1).  Results of a --quick run are refused,
 and so are loaded ones (load average above harness.LOADED_PER_CPU per CPU
 before or after) unless --allow-loaded, which says so in the caption.
-tests/test_benchmark_tables.py checks that the README equals what the
+tests/project/test_benchmark_tables.py checks that the README equals what the
 committed JSON generates.
 """
 

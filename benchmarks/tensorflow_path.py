@@ -6,7 +6,7 @@ and 16, timed in turn (A B C D A B C D ...), --runs rounds after warm-up:
 
   tflite       the folded graph in TFLite (LiteRT if installed; XNNPACK);
   tensorflow   slimnets' TensorFlow runtime: the folded graph rewritten by
-               `optimize.rewrite_for_tensorflow_cpu` (pointwise
+               `runtimes.rewrite_for_tensorflow_cpu` (pointwise
                convolutions as fused MatMuls, global pools as Means,
                hard-swish fused into its convolution), fixed callable;
   unrewritten  the folded graph as it is, same session and callable (the
@@ -61,8 +61,9 @@ def _one_thread(graph_def):
     called in the caller's thread."""
     import tensorflow.compat.v1 as tf  # pylint: disable=import-outside-toplevel
 
-    from slimnets import optimize  # pylint: disable=import-outside-toplevel
-    rewritten, _ = optimize.rewrite_for_tensorflow_cpu(graph_def)
+    from slimnets import runtimes  # pylint: disable=import-outside-toplevel
+
+    rewritten, _ = runtimes.rewrite_for_tensorflow_cpu(graph_def)
     graph = tf.Graph()
     with graph.as_default():
         tf.import_graph_def(rewritten, name='')

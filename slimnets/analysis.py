@@ -1,10 +1,20 @@
-"""Counting what a built network costs: parameters and multiply-accumulates."""
+"""Counting what a built network costs: parameters, multiply-accumulates
+and speed."""
+
+import time
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from slimnets import nets_factory
 from slimnets import registry
 from slimnets.errors import InputError
+
+__all__ = [
+    'PUBLISHED', 'KNOWN_DIFFERENCES', 'PARAMS_TOLERANCE',
+    'check_published_params', 'count_parameters', 'count_macs',
+    'network_report',
+]
 
 # Published figures (millions) of the factory networks at their default
 # depth multiplier, 224x224 input and 1001 classes (research/slim READMEs),
@@ -79,3 +89,38 @@ def count_macs(graph=None):
         total += output_elements * kernel_h * kernel_w * (
             in_channels if graph_op.type == 'Conv2D' else 1)
     return int(total)
+
+
+def network_report(name, image_size=None, timing_runs=5):
+    """Builds factory network `name` (1001 classes) and measures it.
+
+    Returns:
+      A dict: name, image size, parameters, MACs, variables, endpoints,
+      build seconds and milliseconds per image (batch 1, median of
+      `timing_runs`).
+    """
+    network_fn = nets_factory.get_network_fn(name, 1001)
+    size = image_size or network_fn.default_image_size
+    with tf.Graph().as_default() as graph:
+        images = tf.placeholder(tf.float32, [1, size, size, 3])
+        start = time.perf_counter()
+        logits, end_points = network_fn(images)
+        build_seconds = time.perf_counter() - start
+        report = {
+            'network': name, 'image_size': size,
+            'params': count_parameters(tf.trainable_variables()),
+            'macs': count_macs(graph),
+            'variables': len(tf.global_variables()),
+            'endpoints': len(end_points), 'build_s': build_seconds,
+        }
+        batch = np.random.RandomState(0).uniform(-1, 1, [1, size, size, 3])
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            sess.run(logits, {images: batch})  # warm-up
+            times = []
+            for _ in range(timing_runs):
+                start = time.perf_counter()
+                sess.run(logits, {images: batch})
+                times.append(time.perf_counter() - start)
+    report['ms_per_image'] = 1000 * float(np.median(times))
+    return report

@@ -29,6 +29,12 @@ import re
 
 from slimnets.errors import UsageError
 
+__all__ = [
+    'PS', 'WORKER', 'JOBS', 'TF_CONFIG', 'Cluster', 'parse_host',
+    'parse_hosts', 'from_hosts', 'from_master', 'from_tf_config',
+    'resolve', 'replicas_to_aggregate',
+]
+
 PS, WORKER = 'ps', 'worker'
 JOBS = (PS, WORKER)
 TF_CONFIG = 'TF_CONFIG'

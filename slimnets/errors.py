@@ -9,6 +9,13 @@ problem and what to do about it.
 This module is the lowest layer: it imports nothing from slimnets.
 """
 
+__all__ = [
+    'SlimnetsError', 'InputError', 'CheckpointError', 'ExportError',
+    'ArgumentTypeError', 'UnknownNameError', 'OutputError', 'UsageError',
+    'MissingExtraError', 'QuantizationError', 'StoppedError',
+    'ClosedError',
+]
+
 
 class SlimnetsError(Exception):
     """Base class of every error slimnets raises on purpose."""

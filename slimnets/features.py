@@ -34,6 +34,8 @@ from slimnets.mobilenet import mobilenet as mobilenet_lib
 from slimnets.mobilenet import mobilenet_v2
 from slimnets.mobilenet import mobilenet_v3
 
+__all__ = ['Backbone', 'BACKBONES', 'pad_to_multiple', 'features']
+
 Backbone = collections.namedtuple('Backbone', [
     'family', 'root', 'endpoints', 'conv_defs', 'min_depth', 'bn_decay'])
 

@@ -30,6 +30,12 @@ import time
 from slimnets.errors import InputError
 from slimnets.errors import OutputError
 
+__all__ = [
+    'STALE_AFTER_SECONDS', 'temporary_name', 'remove_stale', 'atomic_file',
+    'path_argument', 'parent_folder_made', 'write_bytes', 'atomic_folder', 'atomic_files',
+    'read_text', 'ProcessLock', 'try_process_lock', 'file_lock',
+]
+
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; fetches are not parallel
@@ -167,6 +173,28 @@ def _output_error(path, error):
     return OutputError('could not write %s: %s; it is left as it was. Free '
                        'some space or choose another place to write.' % (
                            path, reason))
+
+
+def path_argument(value, name):
+    """`value` as a path string (a str or an os.PathLike such as
+    pathlib.Path).
+
+    Raises:
+      InputError: anything else, naming the argument and what it got.
+    """
+    if isinstance(value, (str, os.PathLike)):
+        path = os.fspath(value)
+        if isinstance(path, str) and path:
+            return path
+    raise InputError('%s must be a path (a str or pathlib.Path), got %r'
+                     % (name, value))
+
+
+def parent_folder_made(path):
+    """Creates the folder that will hold `path` (and its parents); returns
+    `path`."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return path
 
 
 def write_bytes(path, data):

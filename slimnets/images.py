@@ -10,6 +10,11 @@ import struct
 
 from slimnets.errors import InputError
 
+__all__ = [
+    'IMAGE_EXTENSIONS', 'MAX_PIXELS', 'MAX_STDIN_BYTES', 'image_format',
+    'header_size', 'header_channels', 'check_image', 'read_image_file',
+]
+
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 
 # The largest image decoded by default (pixels): a 20000x20000 PNG of a few
@@ -21,9 +26,28 @@ MAX_STDIN_BYTES = 256 * 1024 * 1024
 
 # JPEG start-of-frame markers (the ones that carry the image size).
 _JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+# Channels stored for each PNG colour type.
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
 
 
-def _jpeg_size(data):
+def image_format(data):
+    """'JPEG', 'PNG', 'GIF' or 'BMP' from the first bytes of an encoded
+    image (the names TFRecords store in `image/format`), else None."""
+    if data[:2] == b'\xff\xd8':
+        return 'JPEG'
+    if data[:8] == _PNG_SIGNATURE:
+        return 'PNG'
+    if data[:6] in (b'GIF87a', b'GIF89a'):
+        return 'GIF'
+    if data[:2] == b'BM':
+        return 'BMP'
+    return None
+
+
+def _jpeg_frame(data):
+    """The offset of a JPEG's start-of-frame marker (it holds the size and
+    the channel count), or None when the walk over the markers fails."""
     position = 2
     while position + 9 <= len(data):
         if data[position] != 0xFF:
@@ -35,29 +59,45 @@ def _jpeg_size(data):
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             position += 2                        # markers without a length
             continue
-        length = struct.unpack('>H', data[position + 2:position + 4])[0]
         if marker in _JPEG_FRAMES:
-            height, width = struct.unpack('>HH', data[position + 5:position + 9])
-            return width, height
-        position += 2 + length
+            return position
+        position += 2 + struct.unpack('>H', data[position + 2:position + 4])[0]
     return None
 
 
 def header_size(data):
     """(width, height) read from the header of encoded JPEG, PNG, GIF or
     BMP bytes without decoding them, or None for anything else."""
-    if data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) >= 24:
+    kind = image_format(data)
+    if kind == 'PNG' and len(data) >= 24:
         return struct.unpack('>II', data[16:24])
-    if data[:6] in (b'GIF87a', b'GIF89a') and len(data) >= 10:
+    if kind == 'GIF' and len(data) >= 10:
         return struct.unpack('<HH', data[6:10])
-    if data[:2] == b'BM' and len(data) >= 26:
+    if kind == 'BMP' and len(data) >= 26:
         if struct.unpack('<I', data[14:18])[0] == 12:   # OS/2 header
             return struct.unpack('<HH', data[18:22])
         width, height = struct.unpack('<ii', data[18:26])
         return abs(width), abs(height)
-    if data[:2] == b'\xff\xd8':
-        return _jpeg_size(data)
+    if kind == 'JPEG':
+        frame = _jpeg_frame(data)
+        if frame is not None:
+            height, width = struct.unpack('>HH', data[frame + 5:frame + 9])
+            return width, height
     return None
+
+
+def header_channels(data):
+    """Channels stored in a JPEG's frame header or a PNG's colour type; 3
+    for the rest (GIF and BMP decode to RGB) and for a header that cannot
+    be read."""
+    kind = image_format(data)
+    if kind == 'PNG' and len(data) > 25:
+        return _PNG_CHANNELS.get(data[25], 3)
+    if kind == 'JPEG':
+        frame = _jpeg_frame(data)
+        if frame is not None and frame + 9 < len(data):
+            return data[frame + 9]
+    return 3
 
 
 def check_image(data, name, max_pixels=MAX_PIXELS):

@@ -49,9 +49,7 @@ import os
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from slimnets import export_formats
 from slimnets import fileio
-from slimnets import models
 from slimnets import nets_factory
 from slimnets import optimize
 from slimnets import registry
@@ -59,12 +57,13 @@ from slimnets import slim
 from slimnets import train_config
 from slimnets.checkpoints import keras_weights
 from slimnets.errors import ExportError
+from slimnets.export import keras as keras_export
 from slimnets.graph_format import INPUT_NAME
+from slimnets.inference import models
 
 LOGITS_NAME = 'logits'
 DEFAULT_WEIGHT_DECAY = train_config.DEFAULTS.weight_decay
 
-_BATCH_NORMS = ('FusedBatchNorm', 'FusedBatchNormV2', 'FusedBatchNormV3')
 _LOGITS_SCOPE = '/Logits/Conv2d_1c_1x1'
 
 
@@ -91,7 +90,7 @@ def training_options(network):
     return {'momentum': float(momentum), 'dropout_rate': 1.0 - float(keep)}
 
 
-class _TrainableBuilder(export_formats._KerasBuilder):  # pylint: disable=protected-access
+class _TrainableBuilder(keras_export.KerasBuilder):  # pylint: disable=protected-access
     """Translates an unfolded inference GraphDef into trainable Keras
     layers named as Keras Applications names them."""
 
@@ -130,7 +129,7 @@ class _TrainableBuilder(export_formats._KerasBuilder):  # pylint: disable=protec
             x = layers.Dropout(self.dropout_rate, name='dropout')(x)
         if atrous:
             dilations = atrous[1]
-            pads = tuple(export_formats.same_padding(
+            pads = tuple(keras_export.same_padding(
                 x.shape[1 + axis], kernel.shape[axis], strides[axis],
                 dilations[axis]) for axis in (0, 1))
             if pads != ((0, 0), (0, 0)):
@@ -174,7 +173,7 @@ class _TrainableBuilder(export_formats._KerasBuilder):  # pylint: disable=protec
         if node.op == 'BatchToSpaceND' and self._atrous(node):
             conv, source, rate = self._atrous(node)
             return self.convolution(conv, atrous=(source, rate))
-        if node.op not in _BATCH_NORMS:
+        if node.op not in optimize.BATCH_NORMS:
             return super().build(node)
         if node.attr['is_training'].b or node.attr['data_format'].s not in (
                 b'NHWC', b''):

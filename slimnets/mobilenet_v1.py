@@ -29,6 +29,12 @@ from slimnets import primitives
 from slimnets import slim
 from slimnets.errors import InputError
 
+__all__ = [
+    'Conv', 'DepthSepConv', 'MOBILENETV1_CONV_DEFS', 'wrapped_partial',
+    'mobilenet_v1_base', 'mobilenet_v1', 'mobilenet_v1_075',
+    'mobilenet_v1_050', 'mobilenet_v1_025', 'mobilenet_v1_arg_scope',
+]
+
 Conv = collections.namedtuple('Conv', ['kernel', 'stride', 'depth'])
 DepthSepConv = collections.namedtuple('DepthSepConv',
                                       ['kernel', 'stride', 'depth'])

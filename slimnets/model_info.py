@@ -35,6 +35,12 @@ import os
 from slimnets import fileio
 from slimnets.errors import CheckpointError
 
+__all__ = [
+    'INFO_SUFFIX', 'FOLDER_FILE', 'FIELDS', 'ModelInfo',
+    'label_offset_for', 'info_path', 'folder_path', 'write',
+    'write_folder', 'read', 'where',
+]
+
 INFO_SUFFIX = '.slimnets.json'
 FOLDER_FILE = 'model.json'
 FIELDS = ('network', 'kwargs', 'image_size', 'num_classes', 'label_offset',

@@ -11,6 +11,10 @@ from slimnets import registry
 from slimnets import slim
 from slimnets.errors import InputError
 
+__all__ = [
+    'networks_map', 'arg_scopes_map', 'get_network_fn', 'build_network',
+]
+
 networks_map = {name: registry.builder(name) for name in registry.NETWORKS}
 
 arg_scopes_map = {name: registry.arg_scope_fn(name)

@@ -17,6 +17,12 @@ import tensorflow.compat.v1 as tf
 
 from slimnets.errors import InputError
 
+__all__ = [
+    'preprocess_for_eval', 'distort_color', 'distorted_bounding_box_crop',
+    'preprocess_for_train', 'preprocess_image', 'run_decoding',
+    'decode_and_preprocess',
+]
+
 
 def _to_float(image):
     if image.dtype != tf.float32:

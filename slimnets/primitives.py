@@ -11,6 +11,11 @@ import functools
 
 import tensorflow.compat.v1 as tf
 
+__all__ = [
+    'fixed_padding', 'make_divisible',
+    'reduced_kernel_size_for_small_input', 'wrapped_partial',
+]
+
 
 def fixed_padding(inputs, kernel_size, rate=1):
     """Pads H and W so that a 'VALID' convolution behaves like 'SAME'.

@@ -1,7 +1,7 @@
 """Integer TFLite models from quantization-aware checkpoints, and back.
 
 A QAT checkpoint (trained under `quantize.create_training_graph`, or
-recovered from a quantized TFLite file by `tflite_to_checkpoint` here)
+recovered from a quantized TFLite file by `tflite_to_qat_checkpoint` here)
 holds the weights and the `weights_quant` / `act_quant` ranges.
 `export_tflite` builds the network's `create_eval_graph` form, restores
 the checkpoint, freezes it and converts it into a fully integer TFLite
@@ -9,8 +9,8 @@ model, uint8 in and out by default as Google's `_quant` files, or int8.
 It checks the model against the fake-quant eval graph on probe images and
 reports by how much they differ, in output quantization steps.
 
-`tflite_to_checkpoint` recovers from a quantized TFLite MobileNet the
-float weights (as `slimnets.checkpoints.tflite_to_checkpoint` does) and
+`tflite_to_qat_checkpoint` recovers from a quantized TFLite MobileNet the
+float weights (as `slimnets.checkpoints.converters.tflite_to_float_checkpoint` does) and
 also the ranges: each weight tensor's integer grid as
 `<layer>/weights_quant/{min,max}`, each activation's as the range variable
 of the fake-quant op that produced it (`act_quant`,
@@ -36,9 +36,18 @@ from slimnets import inference
 from slimnets import model_info
 from slimnets import optimize
 from slimnets import quantize
+from slimnets import runtimes
 from slimnets.checkpoints import converters
 from slimnets.errors import QuantizationError
 from slimnets.quantize.common import FAKE_QUANT_TYPES
+
+__all__ = [
+    'INFERENCE_TYPES', 'DEFAULT_INPUT_STATS', 'QuantizedExportReport',
+    'quantization_ranges', 'has_quantization_ranges', 'is_qat_checkpoint',
+    'tflite_input_size', 'fake_quant_graph_def', 'convert_graph_def',
+    'run_integer_tflite', 'compare_with_graph', 'export_tflite',
+    'tflite_quantization_ranges', 'tflite_to_qat_checkpoint',
+]
 
 _log = logging.getLogger(__name__)
 
@@ -105,7 +114,7 @@ def fake_quant_graph_def(spec, checkpoint, batch_size=1,
         raise QuantizationError(
             '%s holds no quantization ranges (weights_quant/act_quant); '
             'fine-tune it with `slimnets train --quantize-delay N` or '
-            'convert a quantized TFLite file with tflite_to_checkpoint'
+            'convert a quantized TFLite file with tflite_to_qat_checkpoint'
             % checkpoint)
     graph = tf.Graph()
     with graph.as_default():
@@ -215,7 +224,7 @@ def compare_with_graph(model_content, graph_def, images):
     _, values, seen = run_integer_tflite(model_content, images)
     scale = _interpreter(model_content).get_output_details()[0][
         'quantization'][0]
-    model = optimize.FrozenModel(graph_def)
+    model = runtimes.TensorFlowRuntime(graph_def, rewrite=False)
     try:
         expected = np.concatenate([model.run(image[np.newaxis])
                                    for image in seen])
@@ -408,16 +417,16 @@ def tflite_quantization_ranges(model_path, spec):
             '%d quantization ranges of the %s eval graph have no '
             'counterpart in %s (%s): its tensor names are not those of a '
             'tf.contrib.quantize graph of this network; '
-            'slimnets.checkpoints.tflite_to_checkpoint recovers its float '
+            'slimnets.checkpoints.converters.tflite_to_float_checkpoint recovers its float '
             'weights alone' % (len(missing), spec.network, model_path,
                                ', '.join(missing[:4])))
     return values, input_stats
 
 
-def tflite_to_checkpoint(model_path, output_prefix, num_classes=None):
+def tflite_to_qat_checkpoint(model_path, output_prefix, num_classes=None):
     """Writes the QAT slim checkpoint of a quantized TFLite MobileNet.
 
-    The float variables as `slimnets.checkpoints.tflite_to_checkpoint`
+    The float variables as `slimnets.checkpoints.converters.tflite_to_float_checkpoint`
     recovers them, plus every quantization range of the network's
     `create_eval_graph` form, so that `export_tflite` of the checkpoint
     rebuilds the file.  Beside it (`slimnets.model_info`) the file's input
@@ -430,7 +439,7 @@ def tflite_to_checkpoint(model_path, output_prefix, num_classes=None):
     """
     scratch = tempfile.mkdtemp(prefix='slimnets-tflite-')
     try:
-        float_prefix, identity = converters.tflite_to_checkpoint(
+        float_prefix, identity = converters.tflite_to_float_checkpoint(
             model_path, os.path.join(scratch, 'float.ckpt'), num_classes)
         reader = tf.train.load_checkpoint(float_prefix)
         values = {name: reader.get_tensor(name)

@@ -20,6 +20,12 @@ import re
 
 from slimnets.errors import InputError
 
+__all__ = [
+    'Family', 'Network', 'FAMILIES', 'NETWORKS', 'DEFAULT_MODEL',
+    'ModelSpec', 'network', 'family', 'builder', 'arg_scope_fn', 'roots',
+    'depth_candidates', 'base_network', 'parse_published_name',
+]
+
 Family = collections.namedtuple('Family', [
     'name',               # 'v1', 'v2', 'v3', 'edgetpu'
     'root',               # variable scope root, e.g. 'MobilenetV1'

@@ -31,6 +31,13 @@ import sys
 import threading
 import warnings
 
+__all__ = [
+    'LEVEL_VARIABLE', 'THREAD_POOLS_VARIABLE', 'DEFAULT_LEVEL',
+    'PYTHON_LOGGERS', 'prefer_session_thread_pools',
+    'session_thread_pools', 'severity', 'quiet_python',
+    'level_from_environment', 'filtered_stderr',
+]
+
 LEVEL_VARIABLE = 'TF_CPP_MIN_LOG_LEVEL'
 # Read once by TensorFlow, when it makes its first device: '1' gives each
 # session an intra-op thread pool of its own.

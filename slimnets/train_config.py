@@ -6,6 +6,8 @@ Kept free of TensorFlow so the command line can offer them (and answer
 
 import collections
 
+__all__ = ['OPTIMIZERS', 'DECAY_TYPES', 'TrainConfig', 'DEFAULTS']
+
 OPTIMIZERS = ('adadelta', 'adagrad', 'adam', 'ftrl', 'momentum', 'sgd',
               'rmsprop')
 DECAY_TYPES = ('fixed', 'exponential', 'polynomial')

@@ -161,3 +161,28 @@ def session():
     """A session on a fresh default graph, closed afterwards."""
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as sess:
         yield sess
+
+
+@pytest.fixture(scope='module')
+def tiny_checkpoint(tmp_path_factory):
+    """A complete mobilenet_v1_0.25_128 checkpoint (random weights, the
+    first convolution all ones) and its files' bytes."""
+    folder = tmp_path_factory.mktemp('source')
+    prefix = str(folder / 'model.ckpt')
+    with tf.Graph().as_default():
+        images = tf.placeholder(tf.float32, [1, 128, 128, 3])
+        nets_factory.get_network_fn('mobilenet_v1', 1001)(
+            images, depth_multiplier=0.25)
+        first = [v for v in tf.global_variables()
+                 if v.op.name == 'MobilenetV1/Conv2d_0/weights'][0]
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            sess.run(first.assign(tf.ones_like(first)))
+            tf.train.Saver().save(sess, prefix, write_meta_graph=False)
+    files = {}
+    for name in os.listdir(folder):
+        if name.startswith('model.ckpt'):
+            with open(folder / name, 'rb') as handle:
+                files[name] = handle.read()
+    return files
+

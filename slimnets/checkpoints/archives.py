@@ -17,6 +17,11 @@ import zlib
 
 from slimnets.errors import CheckpointError
 
+__all__ = [
+    'DEFAULT_MAX_BYTES', 'ENVIRONMENT_VARIABLE', 'is_checkpoint_member',
+    'extract_checkpoint_files', 'extract_archive',
+]
+
 DEFAULT_MAX_BYTES = 4 << 30
 ENVIRONMENT_VARIABLE = 'SLIMNETS_MAX_EXTRACT_BYTES'
 _CHECKPOINT_FILE = re.compile(
@@ -35,8 +40,8 @@ def is_checkpoint_member(name):
 
 def _checked_name(member):
     name = member.name
-    parts = [p for p in name.replace('\\', '/').split('/') if p not in ('',
-                                                                       '.')]
+    parts = [p for p in name.replace('\\', '/').split('/')
+             if p not in ('', '.')]
     if (os.path.isabs(name) or name.startswith(('/', '\\')) or '..' in parts
             or re.match(r'^[A-Za-z]:', name)):
         raise CheckpointError('the archive member %r would be written outside '

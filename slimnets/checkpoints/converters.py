@@ -26,14 +26,21 @@ import numpy as np
 import tensorflow as tf2
 import tensorflow.compat.v1 as tf
 
-from slimnets.checkpoints import identification
-from slimnets.checkpoints import tflite_verify
-from slimnets.checkpoints.errors import CheckpointError
 from slimnets import model_info
 from slimnets import nets_factory
 from slimnets import registry
+from slimnets.checkpoints import identification
+from slimnets.checkpoints import tflite_verify
+from slimnets.errors import CheckpointError
 from slimnets.graph_format import INPUT_NAME
 from slimnets.graph_format import INPUT_SCALE_ATTR
+
+__all__ = [
+    'BATCH_NORM_EPSILON', 'FoldedLayer', 'write_checkpoint',
+    'layers_to_variables', 'target_variables', 'network_kwargs',
+    'write_model_info', 'tflite_layers', 'tflite_to_float_checkpoint',
+    'frozen_graph_layers', 'frozen_graph_to_checkpoint',
+]
 
 BATCH_NORM_EPSILON = 0.001
 _VARIABLE_SUFFIXES = ('weights', 'depthwise_weights', 'pointwise_weights',
@@ -109,8 +116,8 @@ def layers_to_variables(layers, target_shapes):
 
 
 def _pseudo_shapes(layers):
-    return {_kernel_name(l.scope, l.kind): list(l.kernel.shape)
-            for l in layers}
+    return {_kernel_name(layer.scope, layer.kind): list(layer.kernel.shape)
+            for layer in layers}
 
 
 def target_variables(shapes_or_layers, num_classes=None):
@@ -300,7 +307,7 @@ def _interpreter_layers(content, model_path):
     return layers, size
 
 
-def tflite_to_checkpoint(model_path, output_prefix, num_classes=None):
+def tflite_to_float_checkpoint(model_path, output_prefix, num_classes=None):
     """Writes the float slim checkpoint of a (quantized) TFLite MobileNet.
 
     Beside it, `<prefix>.slimnets.json` records the network, the file's

@@ -20,7 +20,7 @@ files).  Each attempt works in a fresh temporary folder beside the target,
 
 A cache that cannot be written (a read-only mount, no permission) still
 serves what it holds; a fetch of anything else goes to the per-user
-temporary cache (`registry.writable_cache_dir`), with one warning.  A full
+temporary cache (`published.writable_cache_dir`), with one warning.  A full
 disk ends the fetch with one error and removes the temporary folder.
 
 Concurrent fetches of one name take turns (a lock file, `.<name>.lock`);
@@ -32,160 +32,36 @@ next fetch.  When no source works, one `CheckpointError` names the model,
 every URL tried with its reason, and the ways out.
 """
 
-import functools
 import json
 import logging
 import os
 import shutil
 import time
 
-import tensorflow.compat.v1 as tf
 from tqdm import tqdm
 
 from slimnets import fileio
 from slimnets import model_info
-from slimnets import nets_factory
 from slimnets.checkpoints import archives
+from slimnets.checkpoints import cache
 from slimnets.checkpoints import embedded
 from slimnets.checkpoints import keras_weights
+from slimnets.checkpoints import published as catalogue_lib
 from slimnets.checkpoints import reader
-from slimnets.checkpoints import registry as catalogue_lib
 from slimnets.checkpoints import transfer
-from slimnets.checkpoints.errors import CheckpointError
+from slimnets.errors import CheckpointError
+
+__all__ = ['extract_archive', 'available_sources', 'source_summary', 'fetch',
+           'resolve']
 
 _log = logging.getLogger(__name__)
-MANIFEST = '.slimnets-fetch.json'
 extract_archive = archives.extract_archive  # the public name it had here
 
 
 # ------------------------------------------------------------ validation
 
-@functools.lru_cache(maxsize=None)
-def _expected_shapes(network, kwargs_json, num_classes):
-    kwargs = json.loads(kwargs_json)
-    with tf.Graph().as_default():
-        images = tf.placeholder(tf.float32, [1, 224, 224, 3])
-        nets_factory.get_network_fn(network, num_classes)(images, **kwargs)
-        return {v.op.name: v.shape.as_list() for v in tf.global_variables()}
-
-
-def expected_variables(item):
-    """{variable name: shape} of the network that restores `item`."""
-    return dict(_expected_shapes(item.network, json.dumps(
-        item.network_kwargs, sort_keys=True), item.num_classes))
-
-
-def check_matches_entry(prefix, item, read_all=True):
-    """Checks that the checkpoint at `prefix` restores `item`'s network.
-
-    Args:
-      prefix: a checkpoint prefix.
-      item: a `CatalogueEntry`.
-      read_all: also read every tensor (finds truncated data files).
-
-    Raises:
-      CheckpointError: it does not open, a tensor does not read, or a
-        variable of the network is missing or has another shape.
-    """
-    prefix, checkpoint = reader.open_checkpoint(prefix)
-    shapes = checkpoint.get_variable_to_shape_map()
-    wrong = []
-    for name, shape in sorted(expected_variables(item).items()):
-        if name.endswith('global_step'):
-            continue
-        if name not in shapes:
-            wrong.append('%s is missing' % name)
-        elif list(shapes[name]) != shape:
-            wrong.append('%s is %s, not %s' % (name, list(shapes[name]),
-                                               shape))
-    if wrong:
-        raise CheckpointError('the checkpoint does not fit %s (%s): %s%s' % (
-            item.name, item.network, '; '.join(wrong[:3]),
-            ' and %d more' % (len(wrong) - 3) if len(wrong) > 3 else ''))
-    if read_all:
-        reader.read_tensors(checkpoint, prefix, shapes)
-    return prefix
-
 
 # ------------------------------------------------------------- the cache
-
-def _find_checkpoint(folder, member):
-    """The checkpoint prefix inside an extracted archive.
-
-    Uses the catalogue's `member` when it is there; otherwise the only
-    checkpoint, or the moving-average one under an `ema/` folder.
-    """
-    indexes = []
-    for root, _, files in os.walk(folder):
-        indexes.extend(os.path.join(root, f[:-len('.index')])
-                       for f in files if f.endswith('.index'))
-    if member:
-        named = [p for p in indexes
-                 if os.path.basename(p) == os.path.basename(member)]
-        if named:
-            return sorted(named)[0]
-    if len(indexes) == 1:
-        return indexes[0]
-    moving_average = [p for p in indexes
-                      if 'ema' in os.path.relpath(p, folder).split(os.sep)]
-    if len(moving_average) == 1:
-        return moving_average[0]
-    if not indexes:
-        raise CheckpointError('the archive holds no checkpoint (no .index '
-                              'file)')
-    raise CheckpointError('the archive holds several checkpoints (%s) and the '
-                          'catalogue does not say which one to use'
-                          % ', '.join(os.path.relpath(p, folder)
-                                      for p in indexes))
-
-
-def _read_manifest(folder):
-    """The prefix our manifest in `folder` names, if its files are intact."""
-    try:
-        with open(os.path.join(folder, MANIFEST), encoding='utf-8') as handle:
-            manifest = json.load(handle)
-        prefix = os.path.join(folder, *manifest['prefix'].split('/'))
-        for relative, size in manifest['files'].items():
-            path = os.path.join(folder, *relative.split('/'))
-            if os.path.islink(path) or os.path.getsize(path) != size:
-                return None
-        if not os.path.isfile(prefix + '.index'):
-            return None
-        return prefix
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-
-
-def _usable(folder, item, thorough):
-    """The checkpoint prefix in a cached `folder`, or None.
-
-    A folder fetched by slimnets has a manifest whose file sizes are
-    checked.  Otherwise (files put there by hand) the checkpoint must open
-    and, when `thorough`, fit the entry's network and read completely.
-    """
-    prefix = _read_manifest(folder)
-    if prefix:
-        return prefix
-    try:
-        prefix = _find_checkpoint(folder, item.member)
-        if thorough:
-            return check_matches_entry(prefix, item)
-        reader.open_checkpoint(prefix)
-        return prefix
-    except CheckpointError:
-        return None
-
-
-def cached_checkpoint(name, directory=None):
-    """The prefix of `name`'s checkpoint if it is in the cache, else None.
-
-    Quick: trusts slimnets' manifest, or that a hand-placed checkpoint opens.
-    """
-    item = catalogue_lib.entry(name)
-    folder = os.path.join(catalogue_lib.cache_dir(directory), item.name)
-    if not os.path.isdir(folder):
-        return None
-    return _usable(folder, item, thorough=False)
 
 
 def available_sources(item):
@@ -249,9 +125,9 @@ def _download(source, path, limits, progress):
     for kind, known, actual in (('sha256', source.sha256, sha256),
                                 ('md5', source.md5, md5)):
         if known and known != actual:
-            raise transfer.TransferError('its %s is %s, the catalogue says %s (a '
-                                  'damaged or different file)'
-                                  % (kind, actual, known))
+            raise transfer.TransferError(
+                'its %s is %s, the catalogue says %s (a damaged or different '
+                'file)' % (kind, actual, known))
     return {'bytes': size, 'sha256': sha256, 'md5': md5,
             'checked': [k for k in ('sha256', 'md5') if getattr(source, k)]}
 
@@ -286,9 +162,9 @@ def _try_source(item, source, work, limits, max_extract_bytes, progress):
     else:
         archives.extract_checkpoint_files(downloaded, folder,
                                           max_extract_bytes)
-        prefix = _find_checkpoint(folder, item.member)
+        prefix = cache.find_checkpoint(folder, item.member)
     os.unlink(downloaded)
-    check_matches_entry(prefix, item)
+    cache.check_matches_entry(prefix, item)
     model_info.write(prefix, model_info.ModelInfo(
         item.network, dict(item.network_kwargs), item.input_size,
         item.num_classes, model_info.label_offset_for(item.num_classes),
@@ -305,7 +181,7 @@ def _try_source(item, source, work, limits, max_extract_bytes, progress):
                     files=files, fetched=time.strftime('%Y-%m-%dT%H:%M:%SZ',
                                                        time.gmtime()),
                     **digest)
-    with open(os.path.join(folder, MANIFEST), 'w', encoding='utf-8') as handle:
+    with open(os.path.join(folder, cache.MANIFEST), 'w', encoding='utf-8') as handle:
         json.dump(manifest, handle, indent=1)
     return prefix, manifest
 
@@ -357,7 +233,7 @@ def fetch(name, cache_dir=None, url=None, progress=True, timeout=None,
 
     Args:
       name: a catalogue name (`slimnets list`), or a `CatalogueEntry`.
-      cache_dir: the cache folder (default: see `registry.cache_dir`).
+      cache_dir: the cache folder (default: see `published.cache_dir`).
       url: fetch from this URL only (a mirror): a slim archive, or Keras
         weights when it ends in '.h5'.
       progress: show a progress bar on stderr.
@@ -389,33 +265,14 @@ def fetch(name, cache_dir=None, url=None, progress=True, timeout=None,
             archives.DEFAULT_MAX_BYTES)
     max_extract_bytes = int(transfer.positive_number(
         max_extract_bytes, 'max_extract_bytes'))
-    cache = catalogue_lib.cache_dir(cache_dir)
+    cache, prefix = _cached(catalogue_lib.cache_dir(cache_dir), item)
+    if prefix:
+        return prefix
     target = os.path.join(cache, item.name)
-    if os.path.islink(target):
-        prefix = _usable(target, item, thorough=True) if os.path.isdir(
-            target) else None
-        if prefix:
-            return prefix
-        raise CheckpointError('%s is a link to %s, which holds no usable %s '
-                              'checkpoint; slimnets does not write through '
-                              'links. Point it at a checkpoint folder or '
-                              'remove the link.' % (target, os.path.realpath(
-                                  target), item.name))
-    if os.path.isdir(target):
-        prefix = _read_manifest(target)  # fetched before: no lock needed,
-        if prefix:                       # so a read-only cache works
-            return prefix
-    writable = catalogue_lib.writable_cache_dir(cache, what=item.name)
-    if writable != cache:   # read-only: the per-user temporary cache
-        cache, target = writable, os.path.join(writable, item.name)
-        prefix = _read_manifest(target) if os.path.isdir(target) and not (
-            os.path.islink(target)) else None
-        if prefix:
-            return prefix
     with fileio.file_lock(os.path.join(cache, '.%s.lock' % item.name)):
         fileio.remove_stale(cache, item.name, ('partial',))
         if os.path.isdir(target):
-            prefix = _usable(target, item, thorough=True)
+            prefix = cache.usable(target, item, thorough=True)
             if prefix:
                 return prefix
             _log.warning('%s holds no usable checkpoint; fetching one into '
@@ -425,39 +282,82 @@ def fetch(name, cache_dir=None, url=None, progress=True, timeout=None,
                                   'it away and fetch again.' % target)
         attempts = []
         for source in item.sources:
-            work = fileio.temporary_name(target, 'partial')
-            os.mkdir(work)
-            try:
-                prefix, _ = _try_source(item, source, work, limits,
-                                        max_extract_bytes, progress)
-                folder = os.path.join(work, 'checkpoint')
-                relative = os.path.relpath(prefix, folder)
-                if os.path.isdir(target):
-                    _merge_into(folder, target)
-                else:
-                    os.rename(folder, target)
-            except transfer.TransferError as error:
-                attempts.append((source.url, str(error)))
-            except CheckpointError as error:
-                attempts.append((source.url, 'not a usable checkpoint: %s'
-                                 % error))
-            except OSError as error:  # the cache's disk, not the source
-                raise CheckpointError(
-                    'Could not fetch %s into %s: %s; nothing was kept. Free '
-                    'some space or set $%s to another folder.' % (
-                        item.name, cache, os.strerror(error.errno)
-                        if error.errno else error,
-                        catalogue_lib.CACHE_ENVIRONMENT_VARIABLE)) from None
-            else:
-                prefix = os.path.join(target, relative)
-                _log.info('Stored %s (from %s) in %s', item.name, source.url,
-                          target)
+            prefix = _fetch_source(item, source, cache, target, limits,
+                                   max_extract_bytes, progress, attempts)
+            if prefix:
                 return prefix
-            finally:
-                if os.path.isdir(work) and not os.path.islink(work):
-                    shutil.rmtree(work, ignore_errors=True)
             _log.debug('%s failed (%s); trying the next source', *attempts[-1])
     raise CheckpointError(_failure_message(item, target, attempts))
+
+
+def _cached(cache, item):
+    """(the cache to fetch into, the prefix already fetched there or None).
+
+    A read-only cache gives the per-user temporary one.  A cache entry that
+    is a link is used when it holds a usable checkpoint, else refused
+    (slimnets never writes through links)."""
+    target = os.path.join(cache, item.name)
+    if os.path.islink(target):
+        prefix = cache.usable(target, item, thorough=True) if os.path.isdir(
+            target) else None
+        if prefix:
+            return cache, prefix
+        raise CheckpointError('%s is a link to %s, which holds no usable %s '
+                              'checkpoint; slimnets does not write through '
+                              'links. Point it at a checkpoint folder or '
+                              'remove the link.' % (target, os.path.realpath(
+                                  target), item.name))
+    if os.path.isdir(target):
+        prefix = cache.read_manifest(target)  # fetched before: no lock needed,
+        if prefix:                       # so a read-only cache works
+            return cache, prefix
+    writable = catalogue_lib.writable_cache_dir(cache, what=item.name)
+    if writable != cache:   # read-only: the per-user temporary cache
+        target = os.path.join(writable, item.name)
+        prefix = cache.read_manifest(target) if os.path.isdir(target) and not (
+            os.path.islink(target)) else None
+        return writable, prefix
+    return cache, None
+
+
+def _fetch_source(item, source, cache, target, limits, max_extract_bytes,
+                  progress, attempts):
+    """Fetches `item` from one source into `target` (a partial folder
+    first, moved or merged into place); its prefix, or None with the reason
+    appended to `attempts`.
+
+    Raises:
+      CheckpointError: the cache's own disk failed (nothing was kept).
+    """
+    work = fileio.temporary_name(target, 'partial')
+    os.mkdir(work)
+    try:
+        prefix, _ = _try_source(item, source, work, limits,
+                                max_extract_bytes, progress)
+        folder = os.path.join(work, 'checkpoint')
+        relative = os.path.relpath(prefix, folder)
+        if os.path.isdir(target):
+            _merge_into(folder, target)
+        else:
+            os.rename(folder, target)
+    except transfer.TransferError as error:
+        attempts.append((source.url, str(error)))
+        return None
+    except CheckpointError as error:
+        attempts.append((source.url, 'not a usable checkpoint: %s' % error))
+        return None
+    except OSError as error:  # the cache's disk, not the source
+        raise CheckpointError(
+            'Could not fetch %s into %s: %s; nothing was kept. Free '
+            'some space or set $%s to another folder.' % (
+                item.name, cache, os.strerror(error.errno)
+                if error.errno else error,
+                catalogue_lib.CACHE_ENVIRONMENT_VARIABLE)) from None
+    finally:
+        if os.path.isdir(work) and not os.path.islink(work):
+            shutil.rmtree(work, ignore_errors=True)
+    _log.info('Stored %s (from %s) in %s', item.name, source.url, target)
+    return os.path.join(target, relative)
 
 
 def resolve(name_or_path, cache_dir=None, progress=True):

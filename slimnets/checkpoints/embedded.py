@@ -8,7 +8,7 @@ the main job runs on a machine that reaches nothing but a package registry.
     <cache>/embedded/mobilenet_v2_1.0_224_quant/model.ckpt.{index,data-*}
     <cache>/embedded/mobilenet_v2_1.0_224_quant/embedded.json   (manifest)
 
-The weights are the file's, dequantized (`converters.tflite_to_checkpoint`);
+The weights are the file's, dequantized (`converters.tflite_to_float_checkpoint`);
 the folder is written atomically and its manifest (the source's sha256 and
 each file's size and sha256) is checked on every later use, so a damaged
 cache is rebuilt rather than used.  A cache folder that cannot be written
@@ -28,7 +28,7 @@ import tempfile
 from slimnets import fileio
 from slimnets import registry
 from slimnets.checkpoints import converters
-from slimnets.checkpoints import registry as catalogue
+from slimnets.checkpoints import published as catalogue
 from slimnets.errors import CheckpointError
 from slimnets.errors import OutputError
 
@@ -116,7 +116,7 @@ def _convert_into(folder, final):
     source = verify_model_file()
     _log.info('converting the embedded %s into a slim checkpoint in %s (once)',
               FILE_NAME, final)
-    converters.tflite_to_checkpoint(source, os.path.join(folder, PREFIX_NAME))
+    converters.tflite_to_float_checkpoint(source, os.path.join(folder, PREFIX_NAME))
     files = {}
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)

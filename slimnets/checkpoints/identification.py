@@ -16,10 +16,15 @@ import collections
 from slimnets import mobilenet_v1
 from slimnets import primitives
 from slimnets import registry
-from slimnets.checkpoints.registry import catalogue
+from slimnets.checkpoints.published import catalogue
 from slimnets.mobilenet import conv_blocks
 from slimnets.mobilenet import mobilenet_v2
 from slimnets.mobilenet import mobilenet_v3
+
+__all__ = [
+    'NETWORK_ROOTS', 'SHADOW_SUFFIX', 'Identity', 'network_scope',
+    'identify', 'describe',
+]
 
 NETWORK_ROOTS = registry.roots()
 SHADOW_SUFFIX = '/ExponentialMovingAverage'

@@ -7,6 +7,11 @@ from slimnets.checkpoints import identification as identify_lib
 from slimnets.checkpoints import reader
 from slimnets.checkpoints import restoring as restore_lib
 
+__all__ = [
+    'CheckpointInfo', 'CheckpointDiff', 'inspect', 'diff', 'format_info',
+    'format_diff',
+]
+
 CheckpointInfo = collections.namedtuple('CheckpointInfo', [
     'checkpoint', 'variables', 'identity'])
 # variables: {name: shape}; identity: an `identify.Identity`.

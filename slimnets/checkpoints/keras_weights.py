@@ -27,7 +27,7 @@ from slimnets import registry
 from slimnets.checkpoints import converters
 from slimnets.checkpoints import identification
 from slimnets.checkpoints import reader
-from slimnets.checkpoints.errors import CheckpointError
+from slimnets.errors import CheckpointError
 
 _BN_SUFFIX = re.compile(r'^(.*?)_(?:bn|BN)$')
 
@@ -341,8 +341,8 @@ def checkpoint_to_keras(checkpoint, model, moving_average='auto'):
         if is_batch_norm:
             names = [n for n, on in (('gamma', layer.scale),
                                      ('beta', layer.center)) if on]
-            names = [scope + '/' + n for n in names + ['moving_mean',
-                                                        'moving_variance']]
+            names = [scope + '/' + n for n in
+                     names + ['moving_mean', 'moving_variance']]
         else:
             names = [_slim_kernel_name(layer, scope)]
             if len(current) > 1:

@@ -11,7 +11,12 @@ import os
 
 import tensorflow as tf
 
-from slimnets.checkpoints.errors import CheckpointError
+from slimnets.errors import CheckpointError
+
+__all__ = [
+    'checkpoint_prefix', 'open_checkpoint', 'variable_shapes',
+    'read_tensors', 'validate_readable',
+]
 
 
 def checkpoint_prefix(path):

@@ -14,9 +14,14 @@ import tensorflow.compat.v1 as tf
 from slimnets.checkpoints import download
 from slimnets.checkpoints import identification as identify_lib
 from slimnets.checkpoints import reader
-from slimnets.checkpoints.errors import CheckpointError
 from slimnets.errors import ArgumentTypeError
+from slimnets.errors import CheckpointError
 from slimnets.errors import InputError
+
+__all__ = [
+    'SHADOW_SUFFIX', 'RestorePlan', 'auto_scope_map', 'plan',
+    'likely_cause', 'checked_plan', 'restore', 'init_fn',
+]
 
 SHADOW_SUFFIX = identify_lib.SHADOW_SUFFIX
 _LISTED = 12  # variables named in one error message
@@ -40,8 +45,8 @@ def _graph_variables(var_list):
         with var_list.as_default():
             var_list = tf.global_variables()
     elif isinstance(var_list, dict):
-        raise ArgumentTypeError('var_list must be a list of variables or a graph; '
-                        'use scope_map to rename')
+        raise ArgumentTypeError('var_list must be a list of variables or a '
+                                'graph; use scope_map to rename')
     return list(var_list)
 
 

@@ -23,6 +23,8 @@ import struct
 from slimnets.errors import CheckpointError
 from slimnets.errors import SlimnetsError
 
+__all__ = ['IDENTIFIER', 'MAX_BYTES', 'verify']
+
 IDENTIFIER = b'TFL3'
 MAX_BYTES = 2 << 30   # a FlatBuffer addresses at most 2 GiB
 

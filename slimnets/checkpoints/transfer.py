@@ -29,6 +29,11 @@ from slimnets.errors import ArgumentTypeError
 from slimnets.errors import CheckpointError
 from slimnets.errors import SlimnetsError
 
+__all__ = [
+    'MAX_REDIRECTS', 'TransferError', 'Limits', 'DEFAULT_LIMITS',
+    'ENVIRONMENT', 'positive_number', 'limits_from', 'download',
+]
+
 MAX_REDIRECTS = 8
 _CHUNK = 1 << 16
 

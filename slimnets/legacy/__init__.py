@@ -4,7 +4,7 @@
 and `...export_inference_graph` (and the console scripts of those names)
 take the reference scripts' flags as they are, so a shell script written
 for research/slim runs by changing only the program name.  Each script is a
-thin translation onto `slimnets.training.train`, `slimnets.evaluation.evaluate`
+thin translation onto `slimnets.training.train`, `slimnets.inference.evaluation.evaluate`
 and the inference graph of `slimnets.optimize`; nothing is implemented twice.
 
 Flags are parsed the way absl parses them: `--flag=value`, `--flag value`,
@@ -16,7 +16,7 @@ servers started elsewhere (the session runs on `--master`; the variables
 on `/job:ps`, the worker's ops on `/job:worker/task:K`), or, starting its
 own server, `--ps_hosts --worker_hosts --job_name --task_index` (and
 TF_CONFIG), as `slimnets train` does (`slimnets.cluster`,
-`slimnets.distributed`).  `eval_image_classifier` evaluates in one
+`slimnets.training.distributed`).  `eval_image_classifier` evaluates in one
 process: its `--master` must stay empty.  Flags with no slimnets counterpart are
 refused when set away from their default, never silently ignored, except
 the tuning knobs tf.data and the step-based checkpointing make moot
@@ -36,6 +36,14 @@ from slimnets import cluster
 from slimnets import tflog
 from slimnets.errors import SlimnetsError
 from slimnets.errors import UsageError
+
+__all__ = [
+    'cli', 'cluster', 'tflog', 'SlimnetsError', 'UsageError',
+    'DATASET_CLASSES', 'parse_bool', 'optional', 'Parser',
+    'add_dataset_and_model_flags', 'add_cluster_flags', 'cluster_role',
+    'check_single_process', 'refuse_unless_default', 'note_moot',
+    'check_preprocessing', 'dataset_classes', 'checkpoint_prefix', 'run',
+]
 
 _log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@
         --dataset_name=flowers --dataset_split_name=validation \\
         --dataset_dir=/tmp/flowers --model_name=mobilenet_v1_025
 
-A translation onto `slimnets.evaluation.evaluate` (what `slimnets eval`
+A translation onto `slimnets.inference.evaluation.evaluate` (what `slimnets eval`
 runs).  It prints `eval/Accuracy[...]` and `eval/Recall_5[...]` as the
 reference logs them, and writes both as summaries to `--eval_dir` (and the
 full result as `eval_dir/results.json`).  The checkpoint's moving averages
@@ -20,10 +20,15 @@ import sys
 
 import tensorflow.compat.v1 as tf
 
-from slimnets import evaluation
 from slimnets import fileio
 from slimnets import legacy
 from slimnets.errors import UsageError
+from slimnets.inference import evaluation
+
+__all__ = [
+    'PROGRAM', 'RESULTS_FILE', 'build_parser', 'translate',
+    'write_summaries', 'main',
+]
 
 PROGRAM = 'eval_image_classifier'
 RESULTS_FILE = 'results.json'

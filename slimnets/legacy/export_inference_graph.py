@@ -19,10 +19,12 @@ from google.protobuf import text_format
 
 from slimnets import fileio
 from slimnets import legacy
-from slimnets import models
 from slimnets import optimize
 from slimnets import quantize
 from slimnets.errors import UsageError
+from slimnets.inference import models
+
+__all__ = ['PROGRAM', 'build_parser', 'inference_graph_def', 'main']
 
 PROGRAM = 'export_inference_graph'
 

@@ -9,7 +9,7 @@
 
 A translation onto `slimnets.training.train` (what `slimnets train` runs),
 in one process or as a task of a cluster (see `slimnets.legacy` for the
-cluster flags; a ps task runs `slimnets.distributed.serve`).
+cluster flags; a ps task runs `slimnets.training.distributed.serve`).
 `--max_number_of_steps` unset trains until interrupted, as the reference
 does; checkpoints are written every 100 steps and at the end (the
 `--save_*_secs` flags are accepted and moot).
@@ -18,13 +18,17 @@ does; checkpoints are written every 100 steps and at the end (the
 import logging
 import sys
 
-from slimnets import distributed
 from slimnets import legacy
 from slimnets import training
 from slimnets.errors import UsageError
 from slimnets.train_config import DECAY_TYPES
 from slimnets.train_config import DEFAULTS
 from slimnets.train_config import OPTIMIZERS
+from slimnets.training import distributed
+
+__all__ = [
+    'PROGRAM', 'UNTIL_INTERRUPTED', 'build_parser', 'translate', 'main',
+]
 
 _log = logging.getLogger(__name__)
 
@@ -167,7 +171,7 @@ def _train(args):
     if role is not None and role.is_ps:
         finished = distributed.serve(role)
         print('%s: all %d workers are done' % (role.describe(),
-                                              len(finished)))
+                                               len(finished)))
         return
     result = training.train(**options)
     if result.losses:

@@ -25,6 +25,11 @@ from slimnets import slim
 from slimnets.errors import ArgumentTypeError
 from slimnets.errors import InputError
 
+__all__ = [
+    'split_separable_conv2d', 'expand_input_by_factor', 'split_conv',
+    'expanded_conv', 'squeeze_excite',
+]
+
 # The reference module's names for the shared primitives.
 _fixed_padding = primitives.fixed_padding
 _make_divisible = primitives.make_divisible
@@ -246,13 +251,14 @@ def expanded_conv(input_tensor,
             slim.arg_scope((slim.separable_conv2d,), **depthwise_defaults):
         input_depth = input_tensor.get_shape().as_list()[3]
         if depthwise_location not in (None, 'input', 'output', 'expansion'):
-            raise ArgumentTypeError('%r is unknown value for depthwise_location; use '
-                            "None, 'input', 'output' or 'expansion'."
-                            % (depthwise_location,))
+            raise ArgumentTypeError(
+                '%r is unknown value for depthwise_location; use None, '
+                "'input', 'output' or 'expansion'." % (depthwise_location,))
         if use_explicit_padding:
             if padding != 'SAME':
-                raise ArgumentTypeError('`use_explicit_padding` should only be used '
-                                'with "SAME" padding (got %r).' % (padding,))
+                raise ArgumentTypeError(
+                    '`use_explicit_padding` should only be used with "SAME" '
+                    'padding (got %r).' % (padding,))
             padding = 'VALID'
         depthwise = functools.partial(
             depthwise_fn, num_outputs=None, kernel_size=kernel_size,

@@ -26,6 +26,12 @@ from slimnets import primitives
 from slimnets import slim
 from slimnets.errors import InputError
 
+__all__ = [
+    'apply_activation', 'depth_multiplier', 'op', 'NoOpScope',
+    'safe_arg_scope', 'copy_conv_defs', 'mobilenet_base', 'mobilenet',
+    'global_pool', 'training_scope',
+]
+
 # The reference module's names for the shared primitives.
 _fixed_padding = primitives.fixed_padding
 _make_divisible = primitives.make_divisible

@@ -22,6 +22,16 @@ from slimnets.errors import InputError
 from slimnets.mobilenet import conv_blocks as ops
 from slimnets.mobilenet import mobilenet as lib
 
+__all__ = [
+    'op', 'expand_input', 'squeeze_excite', 'hard_swish', 'reduce_to_1x1',
+    'mbv3_op', 'mbv3_fused', 'mbv3_op_se', 'DEFAULTS',
+    'DEFAULTS_GROUP_NORM', 'V3_LARGE', 'V3_SMALL', 'V3_LARGE_MINIMALISTIC',
+    'V3_SMALL_MINIMALISTIC', 'V3_EDGETPU', 'V3_LARGE_DETECTION',
+    'V3_SMALL_DETECTION', 'mobilenet', 'training_scope', 'mobilenet_base',
+    'wrapped_partial', 'large', 'small', 'edge_tpu', 'edge_tpu_075',
+    'large_minimalistic', 'small_minimalistic',
+]
+
 op = lib.op
 expand_input = ops.expand_input_by_factor
 

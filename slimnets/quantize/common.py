@@ -6,6 +6,12 @@ with `Operation._update_input`, which tf.compat.v1 graphs still support.
 
 import tensorflow.compat.v1 as tf
 
+__all__ = [
+    'QUANTIZATION_STEP_NAME', 'FAKE_QUANT_TYPES', 'consumer_ops',
+    'reroute_tensor', 'create_or_get_quantization_step', 'drop_prefix',
+    'context_of',
+]
+
 # The step counter that `quant_delay` and `freeze_bn_delay` compare with;
 # named as in tf.contrib.quantize so checkpoints carry it under that name.
 QUANTIZATION_STEP_NAME = 'fake_quantization_step'

@@ -37,6 +37,8 @@ from slimnets.errors import QuantizationError
 from slimnets.quantize import common
 from slimnets.quantize import graph_matcher
 
+__all__ = ['FoldBatchNorms']
+
 _log = logging.getLogger(__name__)
 
 _LAYER_TYPES = 'Conv2D|DepthwiseConv2dNative|MatMul'

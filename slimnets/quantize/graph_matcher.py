@@ -12,6 +12,11 @@ use to find layers, in the vocabulary of `tf.contrib.quantize`.
 
 import itertools
 
+__all__ = [
+    'Pattern', 'OpTypePattern', 'OneofPattern', 'MatchResult',
+    'GraphMatcher',
+]
+
 
 class Pattern(object):
     """Base class of the patterns."""

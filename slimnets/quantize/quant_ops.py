@@ -11,6 +11,8 @@ contain 0.  In eval graphs the variables are only read.
 
 import tensorflow.compat.v1 as tf
 
+__all__ = ['LastValueQuantize', 'MovingAvgQuantize']
+
 _MIN_WIDTH = 1e-6
 
 

@@ -33,6 +33,8 @@ from slimnets.quantize import common
 from slimnets.quantize import graph_matcher
 from slimnets.quantize import quant_ops
 
+__all__ = ['find_layers_to_quantize', 'Quantize']
+
 _log = logging.getLogger(__name__)
 
 _QUANTIZABLE_TYPES = ('Conv2D', 'MatMul', 'DepthwiseConv2dNative')

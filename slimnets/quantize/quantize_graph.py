@@ -18,6 +18,11 @@ from slimnets.quantize import common
 from slimnets.quantize import fold_batch_norms
 from slimnets.quantize import quantize
 
+__all__ = [
+    'create_training_graph', 'create_eval_graph',
+    'experimental_create_training_graph', 'experimental_create_eval_graph',
+]
+
 
 def _check_bits(name, bits):
     if not isinstance(bits, int) or not 2 <= bits <= 8:

@@ -2,6 +2,8 @@
 
 from slimnets import checkpoints
 
+__all__ = ['RANGE_SUFFIXES', 'quantization_ranges', 'has_quantization_ranges']
+
 RANGE_SUFFIXES = ('_quant/min', '_quant/max')
 
 

@@ -89,7 +89,7 @@ _GRAPH_BUILDERS = (
 for _name in _GRAPH_BUILDERS:
     if hasattr(_tf_slim, _name):
         globals()[_name] = graph_only(getattr(_tf_slim, _name),
-                                     'slimnets.slim.' + _name)
+                                      'slimnets.slim.' + _name)
 del _name
 
 __all__ = sorted(

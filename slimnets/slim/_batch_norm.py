@@ -50,6 +50,11 @@ from tf_slim.ops import variables as slim_variables
 from slimnets.errors import InputError
 from slimnets.slim._graph_mode import ensure_graph_mode
 
+__all__ = [
+    'DATA_FORMAT_NHWC', 'DATA_FORMAT_NCHW', 'UPDATE_OPS', 'static_bool',
+    'PATH_FUSED', 'PATH_LAYER', 'PATH_LEGACY', 'batch_norm',
+]
+
 DATA_FORMAT_NHWC = 'NHWC'
 DATA_FORMAT_NCHW = 'NCHW'
 UPDATE_OPS = tf.GraphKeys.UPDATE_OPS

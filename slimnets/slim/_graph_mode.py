@@ -14,6 +14,11 @@ import tensorflow.compat.v1 as tf
 
 from slimnets.errors import SlimnetsError
 
+__all__ = [
+    'GRAPH_MODE_HINT', 'EagerExecutionError', 'ensure_graph_mode',
+    'graph_only',
+]
+
 GRAPH_MODE_HINT = (
     'Build slim networks in graph mode: wrap the code in '
     '`with tf.Graph().as_default():` (and run it in a `tf.compat.v1.Session`), '

@@ -39,6 +39,8 @@ safe:
 import collections.abc
 import threading
 
+__all__ = ['ThreadLocalArgStack', 'is_installed', 'install']
+
 
 class ThreadLocalArgStack(collections.abc.MutableSequence):
     """A list of arg-scope dicts with a separate list for every thread.

@@ -39,6 +39,11 @@ from slimnets.slim import tf_compat
 from slimnets.slim._batch_norm import batch_norm
 from slimnets.slim.variables import assign_from_checkpoint
 
+__all__ = [
+    'TF_SLIM_BATCH_NORM', 'constant_value', 'repair_tf_slim_modules',
+    'tf_slim_is_broken', 'is_repaired', 'repair_tf_slim',
+]
+
 _log = logging.getLogger(__name__)
 
 # tf_slim's own batch_norm, kept before any repair swaps it: its fused and

@@ -31,6 +31,11 @@ from tensorflow.python.training import supervisor as tf_supervisor  # pylint: di
 
 from slimnets.slim import tf_compat
 
+__all__ = [
+    'SummaryThread', 'StepCounterThread', 'CheckpointThread',
+    'waits_on_accumulator', 'GraphModeSupervisor', 'repair_learning',
+]
+
 
 def _in_supervisor_graph(thread_class):
     """A subclass of a Supervisor service thread that runs in `sv.graph`."""

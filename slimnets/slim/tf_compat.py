@@ -22,6 +22,11 @@ import types
 
 import tensorflow.compat.v1 as tf
 
+__all__ = [
+    'MOVED_NAMES', 'ModuleWithMovedNames', 'repair_module',
+    'repair_loaded_tf_slim_modules',
+]
+
 # Old home (module name) -> {attribute: its current public equivalent}.
 MOVED_NAMES = {
     'tensorflow.python.ops.control_flow_ops': {

@@ -14,6 +14,8 @@ from tf_slim.ops import variables as slim_variables
 
 from slimnets.errors import CheckpointError
 
+__all__ = ['assign_from_checkpoint']
+
 _log = logging.getLogger(__name__)
 
 
