@@ -43,7 +43,7 @@ from tqdm import tqdm
 from slimnets import fileio
 from slimnets import model_info
 from slimnets.checkpoints import archives
-from slimnets.checkpoints import cache
+from slimnets.checkpoints import cache as cache_lib
 from slimnets.checkpoints import embedded
 from slimnets.checkpoints import keras_weights
 from slimnets.checkpoints import published as catalogue_lib
@@ -162,9 +162,9 @@ def _try_source(item, source, work, limits, max_extract_bytes, progress):
     else:
         archives.extract_checkpoint_files(downloaded, folder,
                                           max_extract_bytes)
-        prefix = cache.find_checkpoint(folder, item.member)
+        prefix = cache_lib.find_checkpoint(folder, item.member)
     os.unlink(downloaded)
-    cache.check_matches_entry(prefix, item)
+    cache_lib.check_matches_entry(prefix, item)
     model_info.write(prefix, model_info.ModelInfo(
         item.network, dict(item.network_kwargs), item.input_size,
         item.num_classes, model_info.label_offset_for(item.num_classes),
@@ -181,7 +181,7 @@ def _try_source(item, source, work, limits, max_extract_bytes, progress):
                     files=files, fetched=time.strftime('%Y-%m-%dT%H:%M:%SZ',
                                                        time.gmtime()),
                     **digest)
-    with open(os.path.join(folder, cache.MANIFEST), 'w', encoding='utf-8') as handle:
+    with open(os.path.join(folder, cache_lib.MANIFEST), 'w', encoding='utf-8') as handle:
         json.dump(manifest, handle, indent=1)
     return prefix, manifest
 
@@ -272,7 +272,7 @@ def fetch(name, cache_dir=None, url=None, progress=True, timeout=None,
     with fileio.file_lock(os.path.join(cache, '.%s.lock' % item.name)):
         fileio.remove_stale(cache, item.name, ('partial',))
         if os.path.isdir(target):
-            prefix = cache.usable(target, item, thorough=True)
+            prefix = cache_lib.usable(target, item, thorough=True)
             if prefix:
                 return prefix
             _log.warning('%s holds no usable checkpoint; fetching one into '
@@ -298,7 +298,7 @@ def _cached(cache, item):
     (slimnets never writes through links)."""
     target = os.path.join(cache, item.name)
     if os.path.islink(target):
-        prefix = cache.usable(target, item, thorough=True) if os.path.isdir(
+        prefix = cache_lib.usable(target, item, thorough=True) if os.path.isdir(
             target) else None
         if prefix:
             return cache, prefix
@@ -308,13 +308,13 @@ def _cached(cache, item):
                               'remove the link.' % (target, os.path.realpath(
                                   target), item.name))
     if os.path.isdir(target):
-        prefix = cache.read_manifest(target)  # fetched before: no lock needed,
+        prefix = cache_lib.read_manifest(target)  # fetched before: no lock needed,
         if prefix:                       # so a read-only cache works
             return cache, prefix
     writable = catalogue_lib.writable_cache_dir(cache, what=item.name)
     if writable != cache:   # read-only: the per-user temporary cache
         target = os.path.join(writable, item.name)
-        prefix = cache.read_manifest(target) if os.path.isdir(target) and not (
+        prefix = cache_lib.read_manifest(target) if os.path.isdir(target) and not (
             os.path.islink(target)) else None
         return writable, prefix
     return cache, None

@@ -226,10 +226,12 @@ def weights_for(checkpoint=None, model=None):
 
     Raises:
       InputError: `model` names a network architecture, which has no
-        weights of its own.
+        weights of its own; a `checkpoint` that is not a path or a
+        `model` that is not a name.
     """
+    _check_arguments(model, checkpoint, None, None)
     if checkpoint is not None:
-        return checkpoint
+        return fileio.path_argument(checkpoint, 'checkpoint')
     if model is None:
         return DEFAULT_MODEL
     if model in registry.NETWORKS:
