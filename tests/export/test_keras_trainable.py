@@ -228,6 +228,7 @@ def _slim_training_step(spec, prefix, images, labels, learning_rate,
             return before, sess.run(variables)
 
 
+@pytest.mark.reads_no_shared
 @pytest.mark.parametrize('family', ['edgetpu', 'v1', 'v2', 'v3_small'])
 def test_one_training_step_moves_the_weights_as_slim(checkpoints, family):
     spec, prefix = checkpoints[family]
@@ -307,6 +308,7 @@ def _colour_dataset(root, size=48):
     return str(root)
 
 
+@pytest.mark.reads_no_shared
 def test_slim_train_then_keras_fine_tune_then_slim_again(tmp_path, cli):
     """slim (`slimnets train`, 3 classes) -> Keras -> 5 steps of `fit` ->
     slim checkpoint -> the slim graph's logits are the Keras model's."""

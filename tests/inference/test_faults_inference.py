@@ -284,6 +284,7 @@ def _open_fds():
     return len(os.listdir('/proc/self/fd'))
 
 
+@pytest.mark.reads_no_shared
 @pytest.mark.skipif(not os.path.isdir('/proc/self/fd'), reason='Linux only')
 def test_classify_of_10000_files_streams(classifier, tmp_path):
     count = 10000
@@ -422,6 +423,7 @@ def _rss_mb():
 RSS_GROWTH_BOUND_MB = 60
 
 
+@pytest.mark.reads_no_shared
 @pytest.mark.skipif(not os.path.isdir('/proc/self/task'), reason='Linux only')
 def test_created_and_closed_50_times_nothing_grows(small_checkpoint,
                                                    cat_bytes):

@@ -249,6 +249,7 @@ NETWORKS = [
 ]
 
 
+@pytest.mark.reads_no_shared
 @pytest.mark.parametrize('network,kwargs', NETWORKS,
                          ids=[n for n, _ in NETWORKS])
 def test_every_network_trains_and_evaluates_quantized(network, kwargs,

@@ -276,6 +276,7 @@ def _wait(processes, logs, roles, began):
     return ended, output
 
 
+@pytest.mark.reads_no_shared
 def test_one_ps_two_sync_workers_through_the_command_line(tmp_path):
     """`python -m slimnets train` as 1 ps + 2 workers with --sync-replicas
     (worker 1 placed by TF_CONFIG).  Worker 1 is killed once the chief has
